@@ -1,0 +1,196 @@
+"""One typed settings object, loaded once from an optional TOML file plus the environment.
+
+Environment overrides are named after the nesting: `RELAY_LIMITS__MAX_LIMIT=100` sets
+`limits.max_limit`. The conventional `DATABASE_URL` and `REDIS_URL` set the service URLs.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import Meta
+
+ENV_PREFIX = "RELAY_"
+CONFIG_ENV = "RELAY_CONFIG"
+
+Port = Annotated[int, Meta(ge=0, le=65535)]
+Positive = Annotated[int, Meta(ge=1)]
+NonNegative = Annotated[int, Meta(ge=0)]
+Seconds = Annotated[float, Meta(gt=0)]
+
+
+class ConfigError(ValueError):
+    """Configuration that cannot run; the message names the key and what is wrong."""
+
+
+class NetworkSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    host: str = "127.0.0.1"
+    """Address the relay instance binds."""
+    port: Port = 8008
+    """TCP port of this instance."""
+    workers: Positive = 2
+    """gunicorn worker processes per instance."""
+    public_url: str = ""
+    """The ws(s):// URL clients use (NIP-11, NIP-42); empty means derived from host and port."""
+    ping_interval: Seconds = 30.0
+    """Seconds between WebSocket pings to idle clients (dead peers are closed)."""
+    idle_timeout: Seconds = 600.0
+    """Seconds without any client message after which the connection is closed."""
+    shutdown_timeout: Seconds = 10.0
+    """Seconds a worker waits for in-flight EVENTs to be answered on SIGTERM."""
+
+
+class DatabaseSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    url: str = ""
+    """PostgreSQL URL; empty means `relay-cluster up` starts an embedded server."""
+    pool_min: NonNegative = 2
+    """Connections each worker keeps open."""
+    pool_max: Positive = 8
+    """Upper bound of connections per worker (instances x workers x pool_max < max_connections)."""
+    pool_timeout: Seconds = 5.0
+    """Seconds a query waits for a free pooled connection before failing with `error:`."""
+    statement_timeout_ms: Positive = 5000
+    """Server-side statement timeout, so a pathological query cannot pin a connection."""
+    write_batch_max: Positive = 256
+    """Events committed together by a worker's writer in one transaction (group commit)."""
+
+
+class RedisSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    url: str = ""
+    """Redis URL; empty means `relay-cluster up` starts a local redis-server."""
+    key_prefix: str = "relay:"
+    """Prefix of every key and stream this cluster uses (lets clusters share one Redis)."""
+    stream_maxlen: Positive = 100_000
+    """Approximate length of the fan-out stream: how far back a reconnecting worker can catch up."""
+
+
+class LimitSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    max_message_bytes: Positive = 131072
+    """Largest WebSocket message accepted."""
+    max_subscriptions: Positive = 20
+    """Open subscriptions per connection."""
+    max_filters: Positive = 10
+    """Filters per REQ or COUNT."""
+    max_filter_values: Positive = 1000
+    """Values in one filter list (ids, authors, kinds, a #tag)."""
+    max_limit: Positive = 5000
+    """Largest `limit` honoured; larger limits are lowered to this."""
+    default_limit: Positive = 500
+    """Limit applied to a filter that has none."""
+    max_event_tags: Positive = 2000
+    """Tags per event."""
+    max_content_length: Positive = 65536
+    """Characters of event content."""
+    max_subid_length: Positive = 64
+    """Characters of a subscription id."""
+    created_at_past: NonNegative = 0
+    """Oldest accepted created_at, in seconds before now; 0 means no lower bound."""
+    created_at_future: NonNegative = 900
+    """Newest accepted created_at, in seconds after now."""
+    max_inflight_events: Positive = 64
+    """EVENTs one connection may have in processing at once (more wait: backpressure)."""
+    max_outbound_bytes: Positive = 100_000
+    """Live-event bytes queued for one slow client before it is closed with 1008."""
+
+
+class InfoSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    name: str = "relay-cluster"
+    """NIP-11 name."""
+    description: str = "A horizontally scaled Nostr relay cluster."
+    """NIP-11 description."""
+    pubkey: str = ""
+    """NIP-11 admin pubkey (hex)."""
+    contact: str = ""
+    """NIP-11 contact."""
+    icon: str = ""
+    """NIP-11 icon URL."""
+
+
+class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    network: NetworkSettings = NetworkSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    redis: RedisSettings = RedisSettings()
+    limits: LimitSettings = LimitSettings()
+    info: InfoSettings = InfoSettings()
+
+    def __post_init__(self) -> None:
+        if self.limits.default_limit > self.limits.max_limit:
+            raise ValueError("limits.default_limit must not exceed limits.max_limit")
+        if self.database.pool_min > self.database.pool_max:
+            raise ValueError("database.pool_min must not exceed database.pool_max")
+
+    @property
+    def relay_url(self) -> str:
+        return self.network.public_url or f"ws://{self.network.host}:{self.network.port}"
+
+
+def _set_path(tree: dict[str, Any], path: list[str], value: str) -> None:
+    node = tree
+    for part in path[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{'.'.join(path)}: {part} is not a section")
+        node = child
+    node[path[-1]] = value
+
+
+def environment_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    """Turn RELAY_SECTION__KEY variables (and DATABASE_URL, REDIS_URL) into a settings tree."""
+    tree: dict[str, Any] = {}
+    for name, value in env.items():
+        if name.startswith(ENV_PREFIX) and "__" in name:
+            path = [part.lower() for part in name[len(ENV_PREFIX) :].split("__")]
+            _set_path(tree, path, value)
+    if env.get("DATABASE_URL"):
+        _set_path(tree, ["database", "url"], env["DATABASE_URL"])
+    if env.get("REDIS_URL"):
+        _set_path(tree, ["redis", "url"], env["REDIS_URL"])
+    return tree
+
+
+def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_settings(
+    path: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Read the TOML file (if any), apply environment then explicit overrides, validate once."""
+    env = os.environ if env is None else env
+    path = path or env.get(CONFIG_ENV) or None
+    tree: dict[str, Any] = {}
+    if path:
+        try:
+            tree = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file {path} does not exist") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    tree = _merge(tree, environment_overrides(env))
+    tree = _merge(tree, overrides or {})
+    try:
+        # strict=False lets environment strings stand for numbers and booleans.
+        return msgspec.convert(tree, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"invalid configuration: {exc}") from exc
+
+
+def settings_to_json(settings: Settings) -> bytes:
+    return msgspec.json.encode(settings)
+
+
+def settings_from_json(raw: bytes | str) -> Settings:
+    return msgspec.json.decode(raw, type=Settings)

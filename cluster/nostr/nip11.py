@@ -1,0 +1,43 @@
+"""The NIP-11 relay information document, built from the real configuration (pure)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cluster import __version__
+from cluster.config import Settings
+
+SUPPORTED_NIPS = [1, 9, 11, 40, 45]
+SOFTWARE = "relay-cluster"
+
+
+def information_document(settings: Settings) -> dict[str, Any]:
+    info, limits = settings.info, settings.limits
+    document: dict[str, Any] = {
+        "name": info.name,
+        "description": info.description,
+        "supported_nips": SUPPORTED_NIPS,
+        "software": SOFTWARE,
+        "version": __version__,
+        "limitation": {
+            "max_message_length": limits.max_message_bytes,
+            "max_subscriptions": limits.max_subscriptions,
+            "max_filters": limits.max_filters,
+            "max_limit": limits.max_limit,
+            "default_limit": limits.default_limit,
+            "max_subid_length": limits.max_subid_length,
+            "max_event_tags": limits.max_event_tags,
+            "max_content_length": limits.max_content_length,
+            "min_pow_difficulty": 0,
+            "auth_required": False,
+            "payment_required": False,
+            "restricted_writes": False,
+            "created_at_lower_limit": limits.created_at_past,
+            "created_at_upper_limit": limits.created_at_future,
+        },
+    }
+    for key in ("pubkey", "contact", "icon"):
+        value = getattr(info, key)
+        if value:
+            document[key] = value
+    return document

@@ -1,0 +1,90 @@
+"""The aiohttp application factory: one cleanup context per resource, in start-up order."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from cluster.bus.fanout import FanoutBus
+from cluster.config import Settings
+from cluster.relay.connection import ConnectionRegistry
+from cluster.relay.context import RelayContext
+from cluster.relay.keys import CONNECTIONS_KEY, CONTEXT_KEY, SETTINGS_KEY
+from cluster.relay.routes import add_routes
+from cluster.relay.subscriptions import SubscriptionIndex
+from cluster.store.events import EventStore
+from cluster.store.pool import create_pool
+from cluster.store.writer import EventWriter
+
+log = logging.getLogger(__name__)
+
+PURGE_INTERVAL = 60.0
+
+
+async def _relay_context(app: web.Application) -> AsyncIterator[None]:
+    """Pool → store and writer → subscription index → fan-out bus; torn down in reverse."""
+    settings = app[SETTINGS_KEY]
+    pool = create_pool(settings.database, name="relay")
+    await pool.open(wait=False)
+    store = EventStore(pool)
+    writer = EventWriter(store, settings.database.write_batch_max)
+    writer.start()
+    index = SubscriptionIndex()
+    bus = FanoutBus(
+        settings.redis.url, settings.redis.key_prefix, settings.redis.stream_maxlen, index.dispatch
+    )
+    await bus.start()
+    app[CONTEXT_KEY] = RelayContext.build(settings, store, writer, bus, index)
+    yield
+    await writer.close()
+    await bus.close()
+    await pool.close()
+
+
+async def _expiration_purger(app: web.Application) -> AsyncIterator[None]:
+    """NIP-40: expired events are never served (SQL excludes them) and are deleted here."""
+    store = app[CONTEXT_KEY].store
+
+    async def purge_forever() -> None:
+        while True:
+            await asyncio.sleep(PURGE_INTERVAL)
+            try:
+                await store.purge_expired(int(time.time()))
+            except Exception as exc:  # keep purging on the next round whatever happened
+                log.warning("expired-event purge failed: %s", exc)
+
+    task = asyncio.create_task(purge_forever(), name="expiration-purger")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _drain_connections(app: web.Application) -> None:
+    """SIGTERM: stop taking new work, answer every EVENT already received, close with 1001."""
+    context = app[CONTEXT_KEY]
+    context.shutting_down = True
+    connections = app[CONNECTIONS_KEY].snapshot()
+    timeout = context.settings.network.shutdown_timeout
+    await asyncio.gather(*(conn.wait_inflight(timeout) for conn in connections))
+    await asyncio.gather(*(conn.flush(1.0) for conn in connections))
+    await asyncio.gather(
+        *(conn.ws.close(code=1001, message=b"relay shutting down") for conn in connections),
+        return_exceptions=True,
+    )
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(client_max_size=settings.limits.max_message_bytes)
+    app[SETTINGS_KEY] = settings
+    app[CONNECTIONS_KEY] = ConnectionRegistry()
+    app.cleanup_ctx.append(_relay_context)
+    app.cleanup_ctx.append(_expiration_purger)
+    app.on_shutdown.append(_drain_connections)
+    add_routes(app)
+    return app

@@ -1,0 +1,232 @@
+"""One Connection per WebSocket: one read loop, and one writer task that owns every send.
+
+Outbound data waits in one ordered queue. Answers to the client's own requests apply
+backpressure to its reading (we stop reading while too much is queued); live events pushed by
+others cannot wait, so their queued bytes are capped and a client that cannot keep up is closed
+with 1008 instead of growing memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Coroutine
+from typing import Any
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from cluster.nostr.event import Event
+from cluster.nostr.messages import (
+    ClosedRefusal,
+    Command,
+    NoticeRefusal,
+    OkRefusal,
+    Refusal,
+    closed_message,
+    decode_client_message,
+    event_message,
+    notice_message,
+    ok_message,
+)
+from cluster.relay.context import RelayContext
+from cluster.relay.subscriptions import Subscription
+
+log = logging.getLogger(__name__)
+
+OWN_HIGH_WATER = 256 * 1024
+SLOW_CLIENT_REASON = "Cannot keep up with event stream"
+PENDING_LIVE_MAX = 10_000
+
+
+class ConnectionRegistry:
+    """The worker's open connections, so shutdown can drain and close each of them."""
+
+    def __init__(self) -> None:
+        self._open: set[Connection] = set()
+
+    def add(self, connection: Connection) -> None:
+        self._open.add(connection)
+
+    def discard(self, connection: Connection) -> None:
+        self._open.discard(connection)
+
+    def snapshot(self) -> list[Connection]:
+        return list(self._open)
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+
+class Connection:
+    def __init__(self, ws: web.WebSocketResponse, context: RelayContext, remote: str) -> None:
+        self.ws = ws
+        self.context = context
+        self.remote = remote
+        self.subscriptions: dict[str, Subscription] = {}
+        # Live events that arrive while a subscription's stored events are still being sent.
+        self.pending_live: dict[Subscription, list[tuple[str, bytes]]] = {}
+        self._outbox: deque[tuple[bytes, bool]] = deque()
+        self._queued_bytes = 0
+        self._live_bytes = 0
+        self._wakeup = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self._closing = False
+        self._inflight = asyncio.Semaphore(context.settings.limits.max_inflight_events)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.close_reason = "client closed"
+
+    # ---- sending ----------------------------------------------------------------------------
+
+    def send(self, data: bytes) -> None:
+        """Queue an answer to this client's own request (ordered with everything else)."""
+        self._enqueue(data, live=False)
+
+    async def send_and_wait(self, data: bytes) -> None:
+        """Queue an answer and wait while too much is queued: backpressure on a big REQ."""
+        self._enqueue(data, live=False)
+        if self._queued_bytes > OWN_HIGH_WATER:
+            self._drained.clear()
+            await self._drained.wait()
+
+    def deliver(self, subscription: Subscription, event: Event, event_json: bytes) -> None:
+        """Live delivery from the subscription index (never blocks the caller)."""
+        if self.subscriptions.get(subscription.sub_id) is not subscription:
+            return
+        message = event_message(subscription.sub_id, event_json)
+        pending = self.pending_live.get(subscription)
+        if pending is not None:
+            if len(pending) >= PENDING_LIVE_MAX:
+                self.abort(WSCloseCode.POLICY_VIOLATION, SLOW_CLIENT_REASON)
+                return
+            pending.append((event.id, message))
+            return
+        self.context.stats.events_delivered += 1
+        self._enqueue(message, live=True)
+
+    def _enqueue(self, data: bytes, *, live: bool) -> None:
+        if self._closing:
+            return
+        if live and self._live_bytes + len(data) > self.context.settings.limits.max_outbound_bytes:
+            self.abort(WSCloseCode.POLICY_VIOLATION, SLOW_CLIENT_REASON)
+            return
+        self._outbox.append((data, live))
+        self._queued_bytes += len(data)
+        if live:
+            self._live_bytes += len(data)
+        self._wakeup.set()
+
+    async def write_loop(self) -> None:
+        """The only place that writes to the socket."""
+        ws = self.ws
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._outbox:
+                data, live = self._outbox.popleft()
+                try:
+                    await ws.send_frame(data, WSMsgType.TEXT)
+                except (ConnectionError, RuntimeError):
+                    self._closing = True
+                    self._outbox.clear()
+                    self._drained.set()
+                    return
+                self._queued_bytes -= len(data)
+                if live:
+                    self._live_bytes -= len(data)
+                if self._queued_bytes <= OWN_HIGH_WATER // 2:
+                    self._drained.set()
+            self._drained.set()
+
+    async def flush(self, timeout: float) -> None:
+        """Wait (bounded) until everything queued has been written."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._outbox and not self._closing and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+
+    def abort(self, code: int, reason: str) -> None:
+        """Close from inside (slow client, shutdown): stop queuing and close the socket."""
+        if self._closing:
+            return
+        self._closing = True
+        self.close_reason = reason
+        self._outbox.clear()
+        self._drained.set()
+        task = asyncio.create_task(self.ws.close(code=code, message=reason.encode()))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ---- answering refusals -----------------------------------------------------------------
+
+    def refuse(self, refusal: Refusal) -> None:
+        if isinstance(refusal, NoticeRefusal):
+            self.send(notice_message(refusal.message))
+        elif isinstance(refusal, OkRefusal):
+            self.context.stats.count_ok(refusal.rejection.text)
+            self.send(ok_message(refusal.event_id, False, refusal.rejection.text))
+        elif isinstance(refusal, ClosedRefusal):
+            self.send(closed_message(refusal.sub_id, refusal.rejection.text))
+
+    # ---- reading ----------------------------------------------------------------------------
+
+    async def read_loop(self) -> None:
+        from cluster.relay.handlers import HANDLERS
+
+        ws = self.ws
+        idle_timeout = self.context.settings.network.idle_timeout
+        while not self._closing:
+            try:
+                msg = await ws.receive(timeout=idle_timeout)
+            except TimeoutError:
+                if self.subscriptions:
+                    continue
+                self.abort(WSCloseCode.GOING_AWAY, "idle timeout")
+                break
+            if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
+                break
+            if msg.type == WSMsgType.ERROR:
+                self.close_reason = f"protocol error: {ws.exception()}"
+                break
+            if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+                continue
+            command = decode_client_message(msg.data, self.context.limits)
+            handler = HANDLERS.get(type(command))
+            if handler is None:
+                self.refuse(command)  # type: ignore[arg-type]
+                continue
+            if self.context.shutting_down:
+                self.send(notice_message("error: relay is restarting, reconnect"))
+                continue
+            await handler(self, command)
+
+    def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def run_limited(self, command: Command) -> None:
+        """Run an EVENT concurrently with the read loop, at most N at once per connection."""
+        from cluster.relay.handlers import handle_event
+
+        await self._inflight.acquire()
+
+        async def run() -> None:
+            try:
+                await handle_event(self, command)
+            finally:
+                self._inflight.release()
+
+        self.spawn(run())
+
+    async def wait_inflight(self, timeout: float) -> None:
+        pending = [task for task in self._tasks if not task.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=timeout)
+
+    def forget_subscriptions(self) -> None:
+        for subscription in self.subscriptions.values():
+            self.context.index.remove(subscription)
+        self.subscriptions.clear()
+        self.pending_live.clear()

