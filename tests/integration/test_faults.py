@@ -1,0 +1,162 @@
+"""Failures with real processes: Redis restarted under live traffic, a worker SIGKILLed,
+graceful shutdown on SIGTERM. Each test owns the processes it breaks."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import msgspec
+import pytest
+
+from cluster.nostr.signing import Signer
+from cluster.services.ports import free_port
+from cluster.services.redis import RedisServer
+from tests.client import connect
+from tests.services import RelayProcess, unique_name
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(free_port(), tmp_path / "redis")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def own_relay(
+    relay_env: dict[str, str], own_redis: RedisServer, tmp_path: Path
+) -> Iterator[RelayProcess]:
+    env = {**relay_env, "REDIS_URL": own_redis.url(), "RELAY_REDIS__KEY_PREFIX": unique_name("f")}
+    process = RelayProcess(env, workers=2, log_path=tmp_path / "relay.log")
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+async def _collect(ws: aiohttp.ClientWebSocketResponse, sub_id: str, into: list[str]) -> None:
+    while True:
+        msg = await ws.receive()
+        if msg.type != aiohttp.WSMsgType.TEXT:
+            return
+        message = msgspec.json.decode(msg.data)
+        if message[0] == "EVENT" and message[1] == sub_id:
+            into.append(message[2]["id"])
+
+
+async def test_redis_restart_loses_no_live_event(
+    own_relay: RelayProcess, own_redis: RedisServer
+) -> None:
+    """Subscribers on both workers receive every event accepted while Redis was down, once."""
+    signer = Signer()
+    async with aiohttp.ClientSession() as session:
+        sockets = [await session.ws_connect(own_relay.url) for _ in range(8)]
+        received: list[list[str]] = [[] for _ in sockets]
+        for ws in sockets:
+            await ws.send_json(["REQ", "r", {"authors": [signer.pubkey]}])
+            assert await ws.receive_json(timeout=10) == ["EOSE", "r"]
+        collectors = [
+            asyncio.create_task(_collect(ws, "r", into))
+            for ws, into in zip(sockets, received, strict=True)
+        ]
+        accepted: list[str] = []
+        async with connect(own_relay.url) as publisher:
+            for round_number in range(3):
+                for i in range(20):
+                    event = signer.sign(1, f"round {round_number} event {i}")
+                    ok = await publisher.publish(event)
+                    assert ok[2] is True, ok
+                    accepted.append(event.id)
+                    if round_number == 1 and i == 5:
+                        own_redis.kill()  # Redis gone in the middle of the round
+                    await asyncio.sleep(0.01)
+                if round_number == 1:
+                    own_redis.start()  # a new, empty Redis on the same port
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 20
+        while loop.time() < deadline and any(len(r) < len(accepted) for r in received):
+            await asyncio.sleep(0.1)
+        for task in collectors:
+            task.cancel()
+        for ws in sockets:
+            await ws.close()
+    for got in received:
+        assert sorted(got) == sorted(accepted), (
+            f"missing {len(set(accepted) - set(got))}, repeated {len(got) - len(set(got))}"
+        )
+
+
+async def test_sigkill_of_one_worker_loses_no_acknowledged_event(own_relay: RelayProcess) -> None:
+    signer = Signer()
+    accepted: list[str] = []
+    async with aiohttp.ClientSession() as session:
+        sockets = [await session.ws_connect(own_relay.url) for _ in range(6)]
+        # Which worker holds each socket is up to the kernel; the health route names its pid.
+        for index, ws in enumerate(sockets):
+            event = signer.sign(1, f"before kill {index}")
+            await ws.send_json(["EVENT", msgspec.to_builtins(event)])
+            ok = await ws.receive_json(timeout=10)
+            assert ok[2] is True
+            accepted.append(event.id)
+        victim = own_relay.worker_pids()[0]
+        os.kill(victim, signal.SIGKILL)
+        survivors = 0
+        for index, ws in enumerate(sockets):
+            event = signer.sign(1, f"after kill {index}")
+            try:
+                await ws.send_json(["EVENT", msgspec.to_builtins(event)])
+                ok = await ws.receive_json(timeout=5)
+            except (ConnectionError, TypeError, TimeoutError, aiohttp.ClientError):
+                continue  # this socket lived on the killed worker
+            assert ok[:3] == ["OK", event.id, True]
+            accepted.append(event.id)
+            survivors += 1
+        assert survivors >= 1, "every socket was on the killed worker; the others must survive"
+        for ws in sockets:
+            await ws.close()
+    own_relay.wait_healthy(30)  # gunicorn replaced the worker
+    async with connect(own_relay.url) as client:
+        stored = await client.query("k", {"authors": [signer.pubkey]})
+    assert sorted(e["id"] for e in stored) == sorted(accepted)
+
+
+async def test_sigterm_answers_received_events_then_closes_with_1001(
+    own_relay: RelayProcess,
+) -> None:
+    signer = Signer()
+    events = [signer.sign(1, f"in flight {i}") for i in range(50)]
+    async with aiohttp.ClientSession() as session:
+        ws = await session.ws_connect(own_relay.url)
+        for event in events:
+            await ws.send_json(["EVENT", msgspec.to_builtins(event)])
+        assert own_relay.process is not None
+        own_relay.process.send_signal(signal.SIGTERM)
+        oks: dict[str, bool] = {}
+        close_code = None
+        while True:
+            msg = await ws.receive(timeout=30)
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                message = msgspec.json.decode(msg.data)
+                if message[0] == "OK":
+                    oks[message[1]] = message[2]
+            else:
+                close_code = ws.close_code
+                break
+        await ws.close()
+    assert own_relay.process.wait(30) == 0
+    # Every EVENT the relay read was answered; those it answered "true" are durable.
+    assert close_code == 1001
+    assert len(oks) == len(events)
+    own_relay.start()
+    async with connect(own_relay.url) as client:
+        stored = {e["id"] for e in await client.query("s", {"authors": [signer.pubkey]})}
+    assert {event_id for event_id, ok in oks.items() if ok} <= stored
