@@ -40,7 +40,7 @@ class NetworkSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     ping_interval: Seconds = 30.0
     """Seconds between WebSocket pings to idle clients (dead peers are closed)."""
     idle_timeout: Seconds = 600.0
-    """Seconds without any client message after which the connection is closed."""
+    """Seconds without client messages after which a connection with no subscriptions closes."""
     shutdown_timeout: Seconds = 10.0
     """Seconds a worker waits for in-flight EVENTs to be answered on SIGTERM."""
 
