@@ -98,6 +98,43 @@ class LimitSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Live-event bytes queued for one slow client before it is closed with 1008."""
 
 
+class PricingSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    kinds: dict[str, NonNegative] = {}
+    """Price in sats per event kind, e.g. {"1" = 10, "30023" = 100}; env RELAY_PRICING="1:10"."""
+    default: NonNegative = 0
+    """Price of kinds not listed in `kinds` (0: free)."""
+    per_kib: NonNegative = 0
+    """Extra sats per started KiB of content, for priced kinds only."""
+    refresh_seconds: Seconds = 300.0
+    """How often workers re-read operator price overrides from PostgreSQL (L1 cache TTL)."""
+
+    def __post_init__(self) -> None:
+        for kind in self.kinds:
+            if not kind.isdigit() or int(kind) > 65535:
+                raise ValueError(f"pricing.kinds: '{kind}' is not a kind number (0-65535)")
+
+    @property
+    def any_priced(self) -> bool:
+        return self.default > 0 or any(price > 0 for price in self.kinds.values())
+
+
+class DassieSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    url: str = ""
+    """WebSocket URL of the Dassie node's RPC (e.g. ws://127.0.0.1:5000/rpc); env DASSIE_RPC_URL."""
+    token: str = ""
+    """Bearer token for the node (>= 32 chars); set it with env DASSIE_RPC_TOKEN, never a file."""
+    timeout: Seconds = 3.0
+    """Seconds one RPC call may take before it counts as a failure."""
+    failure_threshold: Positive = 5
+    """Consecutive failures that open the circuit breaker."""
+    reset_after: Seconds = 30.0
+    """Seconds the open breaker refuses calls before one trial call."""
+    channel_ttl: Seconds = 30.0
+    """Channel-state cache lifetime, in-process (L1) and in Redis (L2)."""
+    stale_grace: Seconds = 300.0
+    """How old a cached channel state may be and still be used while the node is unreachable."""
+
+
 class InfoSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     name: str = "relay-cluster"
     """NIP-11 name."""
@@ -117,8 +154,14 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     redis: RedisSettings = RedisSettings()
     limits: LimitSettings = LimitSettings()
     info: InfoSettings = InfoSettings()
+    pricing: PricingSettings = PricingSettings()
+    dassie: DassieSettings = DassieSettings()
 
     def __post_init__(self) -> None:
+        if self.pricing.any_priced and not self.dassie.url:
+            raise ValueError("pricing needs dassie.url (DASSIE_RPC_URL) to verify payments")
+        if self.dassie.url and len(self.dassie.token) < 32:
+            raise ValueError("dassie.token (DASSIE_RPC_TOKEN) must be at least 32 characters")
         if self.limits.default_limit > self.limits.max_limit:
             raise ValueError("limits.default_limit must not exceed limits.max_limit")
         if self.database.pool_min > self.database.pool_max:
@@ -150,7 +193,24 @@ def environment_overrides(env: Mapping[str, str]) -> dict[str, Any]:
         _set_path(tree, ["database", "url"], env["DATABASE_URL"])
     if env.get("REDIS_URL"):
         _set_path(tree, ["redis", "url"], env["REDIS_URL"])
+    if env.get("DASSIE_RPC_URL"):
+        _set_path(tree, ["dassie", "url"], env["DASSIE_RPC_URL"])
+    if env.get("DASSIE_RPC_TOKEN"):
+        _set_path(tree, ["dassie", "token"], env["DASSIE_RPC_TOKEN"])
+    if env.get("RELAY_PRICING"):
+        tree.setdefault("pricing", {})["kinds"] = parse_pricing(env["RELAY_PRICING"])
     return tree
+
+
+def parse_pricing(text: str) -> dict[str, str]:
+    """`"1:10,30023:100"` → {"1": "10", "30023": "100"}; numbers are checked by the schema."""
+    prices: dict[str, str] = {}
+    for pair in filter(None, (part.strip() for part in text.split(","))):
+        kind, sep, sats = pair.partition(":")
+        if not sep or not kind.strip().isdigit() or not sats.strip().isdigit():
+            raise ConfigError(f"RELAY_PRICING: '{pair}' is not kind:sats (e.g. 1:10,30023:100)")
+        prices[kind.strip()] = sats.strip()
+    return prices
 
 
 def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:

@@ -126,12 +126,34 @@ class RelayProcess:
             time.sleep(0.2)
         raise TimeoutError(f"relay on {self.port} not healthy ({last}):\n{self.log_tail()}")
 
-    def worker_pids(self) -> list[int]:
+    def worker_pids(self, timeout: float = 20) -> list[int]:
+        """The gunicorn workers' pids, once all of them have booted (bounded wait)."""
         assert self.process is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            out = subprocess.run(
+                ["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True, check=False
+            )
+            pids = [int(pid) for pid in out.stdout.split()]
+            if len(pids) >= self.workers or time.monotonic() > deadline:
+                return pids
+            time.sleep(0.1)
+
+    def owners_of_client_ports(self) -> dict[int, int]:
+        """{client port: worker pid} for established connections to this relay (via `ss`)."""
         out = subprocess.run(
-            ["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True, check=False
-        )
-        return [int(pid) for pid in out.stdout.split()]
+            ["ss", "-Htnp", "state", "established", f"( sport = :{self.port} )"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        owners: dict[int, int] = {}
+        for line in out.splitlines():
+            fields = line.split()
+            if len(fields) >= 5 and "pid=" in fields[4]:
+                client_port = int(fields[3].rsplit(":", 1)[1])
+                owners[client_port] = int(fields[4].split("pid=", 1)[1].split(",", 1)[0])
+        return owners
 
     def log_tail(self, lines: int = 40) -> str:
         try:

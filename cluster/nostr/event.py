@@ -59,9 +59,9 @@ class Event(msgspec.Struct, frozen=True, gc=False):
     def expiration(self) -> int | None:
         """NIP-40 expiry (unix seconds) or None when absent or unreadable."""
         value = self.tag_value("expiration")
-        if value is None or not value.isdigit():
+        if value is None or not value.isascii() or not value.isdigit():
             return None
-        return int(value)
+        return min(int(value[:20]), MAX_TIMESTAMP)  # beyond 2^53 means "never", in practice
 
     def indexed_tags(self) -> list[str]:
         """`letter:value` for every single-letter tag: the tags filters can ask for (NIP-01)."""

@@ -7,10 +7,19 @@ from typing import Any
 import msgspec
 
 from cluster.nostr.event import MAX_KIND, MAX_TIMESTAMP, Event, is_lower_hex
+from cluster.nostr.rejection import Prefix
 
 
 class FilterError(ValueError):
     """A filter the relay will not run; the message is shown to the client after `invalid: `."""
+
+    prefix = Prefix.INVALID
+
+
+class UnsupportedFilter(FilterError):
+    """A filter field this relay does not implement (NIP-01's `unsupported:` prefix)."""
+
+    prefix = Prefix.UNSUPPORTED
 
 
 class FilterLimits(msgspec.Struct, frozen=True):
@@ -127,8 +136,10 @@ def parse_filter(obj: Any, limits: FilterLimits) -> Filter:
             if not all(isinstance(item, str) for item in items):
                 raise FilterError(f"'{key}' must hold strings")
             tags.append((key[1], frozenset(items)))
+        elif key.startswith("#"):
+            raise FilterError(f"'{key[:32]}': tag filters are '#' and one letter a-z or A-Z")
         else:
-            raise FilterError(f"unsupported filter field '{key[:32]}'")
+            raise UnsupportedFilter(f"unsupported filter field '{key[:32]}'")
     return Filter(
         ids=ids,
         authors=authors,

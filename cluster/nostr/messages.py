@@ -80,7 +80,7 @@ _json_decoder = msgspec.json.Decoder()
 
 def decode_client_message(raw: bytes | str, limits: MessageLimits) -> Command | Refusal:
     """Decode and validate one WebSocket message, size limit first."""
-    if len(raw) > limits.max_message_bytes:
+    if _byte_length_exceeds(raw, limits.max_message_bytes):
         return NoticeRefusal(f"invalid: message exceeds {limits.max_message_bytes} bytes")
     try:
         message = _json_decoder.decode(raw)
@@ -95,6 +95,14 @@ def decode_client_message(raw: bytes | str, limits: MessageLimits) -> Command | 
     if parser is None:
         return NoticeRefusal(f"invalid: unknown message type '{verb[:16]}'")
     return parser(message, limits)
+
+
+def _byte_length_exceeds(raw: bytes | str, limit: int) -> bool:
+    """The limit is in UTF-8 bytes (NIP-11 max_message_length); text frames arrive as str."""
+    if isinstance(raw, bytes) or len(raw) > limit:
+        return len(raw) > limit
+    # A str of n characters is at most 4n bytes: encode only when it could be over.
+    return len(raw) * 4 > limit and len(raw.encode("utf-8", "surrogatepass")) > limit
 
 
 def _parse_event_message(message: list[Any], limits: MessageLimits) -> Command | Refusal:
@@ -149,7 +157,7 @@ def _parse_filters(
     try:
         filters = tuple(parse_filter(raw, limits.filters) for raw in raw_filters)
     except FilterError as exc:
-        return ClosedRefusal(sub_id, invalid(str(exc)))
+        return ClosedRefusal(sub_id, Rejection(exc.prefix, str(exc)))
     return sub_id, filters
 
 

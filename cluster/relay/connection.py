@@ -169,6 +169,8 @@ class Connection:
             self.context.stats.count_ok(refusal.rejection.text)
             self.send(ok_message(refusal.event_id, False, refusal.rejection.text))
         elif isinstance(refusal, ClosedRefusal):
+            # CLOSED ends the subscription: a refused REQ also ends an open one with its id.
+            self.drop_subscription(refusal.sub_id)
             self.send(closed_message(refusal.sub_id, refusal.rejection.text))
 
     # ---- reading ----------------------------------------------------------------------------
@@ -224,6 +226,11 @@ class Connection:
         async def run() -> None:
             try:
                 await handle_event(self, command)
+            except Exception:  # a bug must still produce an answer, and not kill the socket
+                log.exception("EVENT handling failed")
+                if isinstance(command, EventCommand):
+                    message = "error: internal error while processing the event"
+                    self.send(ok_message(command.event.id, False, message))
             finally:
                 self._inflight.release()
 
@@ -233,6 +240,13 @@ class Connection:
         pending = [task for task in self._tasks if not task.done()]
         if pending:
             await asyncio.wait(pending, timeout=timeout)
+
+    def drop_subscription(self, sub_id: str) -> Subscription | None:
+        subscription = self.subscriptions.pop(sub_id, None)
+        if subscription is not None:
+            self.context.index.remove(subscription)
+            self.pending_live.pop(subscription, None)
+        return subscription
 
     def forget_subscriptions(self) -> None:
         for subscription in self.subscriptions.values():

@@ -28,7 +28,7 @@ from cluster.nostr.rejection import Prefix
 from cluster.relay.connection import Connection
 from cluster.relay.policies import first_rejection
 from cluster.relay.subscriptions import Subscription
-from cluster.store.events import SaveOutcome
+from cluster.store.events import SaveOutcome, SaveRequest
 from cluster.store.writer import StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ async def handle_event(connection: Connection, command: Any) -> None:
         answer(connection, event.id, True, "")
         return
     try:
-        outcome = await context.writer.save(event, event_json.decode())
+        outcome = await context.writer.save(SaveRequest(event, event_json.decode()))
     except StoreUnavailable:
         answer(connection, event.id, False, f"{Prefix.ERROR}: could not store the event, retry")
         return
@@ -85,10 +85,7 @@ async def handle_req(connection: Connection, command: Any) -> None:
     assert isinstance(command, ReqCommand)
     context = connection.context
     sub_id = command.sub_id
-    previous = connection.subscriptions.pop(sub_id, None)
-    if previous is not None:
-        context.index.remove(previous)
-        connection.pending_live.pop(previous, None)
+    connection.drop_subscription(sub_id)  # NIP-01: a REQ overwrites its id's subscription
     if len(connection.subscriptions) >= context.settings.limits.max_subscriptions:
         connection.send(
             closed_message(
@@ -106,9 +103,7 @@ async def handle_req(connection: Connection, command: Any) -> None:
         rows = await context.store.query(command.filters, int(time.time()))
     except QUERY_FAILURES as exc:
         log.warning("REQ query failed: %s", exc)
-        context.index.remove(subscription)
-        connection.subscriptions.pop(sub_id, None)
-        connection.pending_live.pop(subscription, None)
+        connection.drop_subscription(sub_id)
         connection.send(closed_message(sub_id, f"{Prefix.ERROR}: could not query stored events"))
         return
     for row in rows:
@@ -142,12 +137,8 @@ async def handle_count(connection: Connection, command: Any) -> None:
 
 async def handle_close(connection: Connection, command: Any) -> None:
     assert isinstance(command, CloseCommand)
-    subscription = connection.subscriptions.pop(command.sub_id, None)
-    if subscription is None:
+    if connection.drop_subscription(command.sub_id) is None:
         connection.send(notice_message(f"invalid: no open subscription '{command.sub_id}'"))
-        return
-    connection.context.index.remove(subscription)
-    connection.pending_live.pop(subscription, None)
 
 
 async def handle_auth(connection: Connection, command: Any) -> None:

@@ -6,15 +6,22 @@ from collections.abc import Sequence
 from enum import StrEnum
 from typing import Any
 
+import msgspec
 from psycopg_pool import AsyncConnectionPool
 
 from cluster.nostr.deletion import deletion_targets
 from cluster.nostr.event import Event
 from cluster.nostr.filters import Filter
 from cluster.nostr.kinds import DELETION
+from cluster.payments.model import ChannelState, PaymentClaim
 from cluster.store.sql import build_count, build_select, queryable
+from cluster.store.text import pg_text
 
-SAVE_SQL = "SELECT relay_save_event(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+SAVE_SQL = (
+    "SELECT relay_save_event(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
+    " %s, %s, %s, %s, %s, %s, %s, %s)"
+)
+NO_PAYMENT = (None,) * 8
 PURGE_SQL = (
     "DELETE FROM events WHERE id IN ("
     " SELECT id FROM events WHERE expires_at <= %s LIMIT %s FOR UPDATE SKIP LOCKED)"
@@ -28,9 +35,37 @@ class SaveOutcome(StrEnum):
     DUPLICATE = "duplicate"
     SUPERSEDED = "superseded"
     DELETED = "deleted"
+    STALE_NONCE = "stale_nonce"
+    INSUFFICIENT_BALANCE = "insufficient_balance"
 
 
-def save_parameters(event: Event, raw: str) -> tuple[Any, ...]:
+class PaymentRecord(msgspec.Struct, frozen=True):
+    """The verified claim to charge with the event, and the channel state it was checked against."""
+
+    claim: PaymentClaim
+    channel: ChannelState
+
+    def parameters(self) -> tuple[Any, ...]:
+        return (
+            self.claim.channel_id,
+            self.claim.nonce,
+            self.claim.amount,
+            str(self.channel.blockchain),
+            self.channel.sender_pubkey,
+            self.channel.capacity,
+            self.channel.expiration,
+            str(self.channel.status),
+        )
+
+
+class SaveRequest(msgspec.Struct, frozen=True):
+    event: Event
+    raw: str
+    payment: PaymentRecord | None = None
+
+
+def save_parameters(request: SaveRequest) -> tuple[Any, ...]:
+    event = request.event
     delete_ids: list[str] = []
     delete_addresses: list[str] = []
     if event.kind == DELETION:
@@ -40,12 +75,13 @@ def save_parameters(event: Event, raw: str) -> tuple[Any, ...]:
         bytes.fromhex(event.pubkey),
         event.created_at,
         event.kind,
-        event.address,
+        None if event.address is None else pg_text(event.address),
         event.expiration,
-        event.indexed_tags(),
-        raw,
+        [pg_text(value) for value in event.indexed_tags()],
+        request.raw,
         delete_ids,
-        delete_addresses,
+        [pg_text(address) for address in delete_addresses],
+        *(request.payment.parameters() if request.payment else NO_PAYMENT),
     )
 
 
@@ -55,12 +91,12 @@ class EventStore:
     def __init__(self, pool: AsyncConnectionPool) -> None:
         self.pool = pool
 
-    async def save_many(self, items: Sequence[tuple[Event, str]]) -> list[SaveOutcome]:
-        """Save events with their served JSON in ONE transaction (group commit).
+    async def save_many(self, items: Sequence[SaveRequest]) -> list[SaveOutcome]:
+        """Save events (and charge their claims) in ONE transaction (group commit).
 
         Nothing is acknowledged until this returns, i.e. until the COMMIT succeeded.
         """
-        params = [save_parameters(event, raw) for event, raw in items]
+        params = [save_parameters(item) for item in items]
         outcomes: list[SaveOutcome] = []
         async with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
             await cur.executemany(SAVE_SQL, params, returning=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from cluster.nostr.filters import Filter
+from cluster.store.text import pg_text
 
 ORDER = "ORDER BY created_at DESC, id"
 
@@ -35,7 +36,7 @@ def filter_conditions(flt: Filter, now: int) -> tuple[str, list[Any]]:
         params.append(flt.until)
     for letter, values in flt.tags:
         clauses.append("tagvalues && %s::text[]")
-        params.append(sorted(f"{letter}:{value}" for value in values))
+        params.append(sorted(pg_text(f"{letter}:{value}") for value in values))
     return " AND ".join(clauses), params
 
 

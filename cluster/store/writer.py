@@ -13,12 +13,11 @@ import logging
 import psycopg
 from psycopg_pool import PoolTimeout
 
-from cluster.nostr.event import Event
-from cluster.store.events import EventStore, SaveOutcome
+from cluster.store.events import EventStore, SaveOutcome, SaveRequest
 
 log = logging.getLogger(__name__)
 
-_Item = tuple[Event, str, "asyncio.Future[SaveOutcome]"]
+_Item = tuple[SaveRequest, "asyncio.Future[SaveOutcome]"]
 
 
 class StoreUnavailable(RuntimeError):
@@ -45,10 +44,10 @@ class EventWriter:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="event-writer")
 
-    async def save(self, event: Event, raw: str) -> SaveOutcome:
+    async def save(self, request: SaveRequest) -> SaveOutcome:
         """Resolve once the event's transaction has committed (or raise StoreUnavailable)."""
         future: asyncio.Future[SaveOutcome] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((event, raw, future))
+        self._queue.put_nowait((request, future))
         return await future
 
     async def close(self) -> None:
@@ -73,8 +72,8 @@ class EventWriter:
 
     async def _commit(self, batch: list[_Item]) -> None:
         try:
-            outcomes = await self._store.save_many([(event, raw) for event, raw, _ in batch])
-        except (psycopg.Error, OSError, TimeoutError) as exc:
+            outcomes = await self._store.save_many([request for request, _ in batch])
+        except Exception as exc:  # the writer must outlive any one batch, whatever failed
             if len(batch) > 1 and not _is_connection_failure(exc):
                 # e.g. a deadlock between two workers' batches: retry one event per transaction.
                 log.warning("batch of %d failed (%s); retrying one by one", len(batch), exc)
@@ -82,10 +81,10 @@ class EventWriter:
                     await self._commit([item])
                 return
             log.error("could not store %d event(s): %s", len(batch), exc)
-            for _, _, future in batch:
+            for _, future in batch:
                 if not future.done():
                     future.set_exception(StoreUnavailable(str(exc) or type(exc).__name__))
             return
-        for (_, _, future), outcome in zip(batch, outcomes, strict=True):
+        for (_, future), outcome in zip(batch, outcomes, strict=True):
             if not future.done():
                 future.set_result(outcome)

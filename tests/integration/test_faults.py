@@ -95,34 +95,51 @@ async def test_redis_restart_loses_no_live_event(
         )
 
 
+async def _sockets_on_every_worker(
+    session: aiohttp.ClientSession, relay: RelayProcess, limit: int = 40
+) -> dict[int, list[aiohttp.ClientWebSocketResponse]]:
+    """Open sockets until each worker holds at least one (bounded); {worker pid: sockets}."""
+    by_worker: dict[int, list[aiohttp.ClientWebSocketResponse]] = {}
+    workers = set(relay.worker_pids())
+    for _ in range(limit):
+        ws = await session.ws_connect(relay.url)
+        await ws.send_json(["COUNT", "warm", {"kinds": [1], "limit": 1}])
+        await ws.receive_json(timeout=10)  # the server side is accepted and owned now
+        client_port = ws.get_extra_info("sockname")[1]
+        owner = relay.owners_of_client_ports()[client_port]
+        by_worker.setdefault(owner, []).append(ws)
+        if set(by_worker) >= workers:
+            return by_worker
+    raise AssertionError(f"{limit} sockets never reached every worker: {list(by_worker)}")
+
+
 async def test_sigkill_of_one_worker_loses_no_acknowledged_event(own_relay: RelayProcess) -> None:
     signer = Signer()
     accepted: list[str] = []
     async with aiohttp.ClientSession() as session:
-        sockets = [await session.ws_connect(own_relay.url) for _ in range(6)]
-        # Which worker holds each socket is up to the kernel; the health route names its pid.
-        for index, ws in enumerate(sockets):
+        by_worker = await _sockets_on_every_worker(session, own_relay)
+        victim, survivor = sorted(by_worker)[:2]
+        for index, ws in enumerate(ws for sockets in by_worker.values() for ws in sockets):
             event = signer.sign(1, f"before kill {index}")
             await ws.send_json(["EVENT", msgspec.to_builtins(event)])
-            ok = await ws.receive_json(timeout=10)
-            assert ok[2] is True
+            assert (await ws.receive_json(timeout=10))[:3] == ["OK", event.id, True]
             accepted.append(event.id)
-        victim = own_relay.worker_pids()[0]
         os.kill(victim, signal.SIGKILL)
-        survivors = 0
-        for index, ws in enumerate(sockets):
+        for ws in by_worker[victim]:
+            message = await ws.receive(timeout=10)
+            assert message.type in (
+                aiohttp.WSMsgType.CLOSE,
+                aiohttp.WSMsgType.CLOSED,
+                aiohttp.WSMsgType.ERROR,
+            )
+        for index, ws in enumerate(by_worker[survivor]):  # the other worker's clients see nothing
             event = signer.sign(1, f"after kill {index}")
-            try:
-                await ws.send_json(["EVENT", msgspec.to_builtins(event)])
-                ok = await ws.receive_json(timeout=5)
-            except (ConnectionError, TypeError, TimeoutError, aiohttp.ClientError):
-                continue  # this socket lived on the killed worker
-            assert ok[:3] == ["OK", event.id, True]
+            await ws.send_json(["EVENT", msgspec.to_builtins(event)])
+            assert (await ws.receive_json(timeout=10))[:3] == ["OK", event.id, True]
             accepted.append(event.id)
-            survivors += 1
-        assert survivors >= 1, "every socket was on the killed worker; the others must survive"
-        for ws in sockets:
-            await ws.close()
+        for sockets in by_worker.values():
+            for ws in sockets:
+                await ws.close()
     own_relay.wait_healthy(30)  # gunicorn replaced the worker
     async with connect(own_relay.url) as client:
         stored = await client.query("k", {"authors": [signer.pubkey]})

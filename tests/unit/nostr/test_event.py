@@ -121,3 +121,13 @@ def test_addresses_and_expiration() -> None:
 def test_events_round_trip_through_msgspec() -> None:
     event = Signer().sign(1, "hi")
     assert msgspec.json.decode(msgspec.json.encode(event), type=Event) == event
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("²", None), ("١٢٣", None), ("-5", None), ("9" * 30, 2**53 - 1), ("1700000000", 1700000000)],
+)
+def test_expiration_reads_only_ascii_digits_and_caps_huge_values(
+    value: str, expected: int | None
+) -> None:
+    assert Signer().sign(1, tags=[["expiration", value]]).expiration == expected

@@ -1,0 +1,1 @@
+"""Paid events: pricing, payment tags, claim verification, channel state, outbox, Dassie RPC."""
