@@ -8,6 +8,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+import psycopg
+
 from cluster.config import ConfigError, Settings, load_settings
 from cluster.store.migrations import apply_migrations
 
@@ -95,6 +97,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"relay-cluster: {exc}", file=sys.stderr)
         return 2
+    except psycopg.OperationalError as exc:
+        print(f"relay-cluster: cannot reach PostgreSQL: {exc}".strip(), file=sys.stderr)
+        return 1
     return result
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -31,12 +33,16 @@ def postgres_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[st
     if postgres_reachable(url):
         yield url
         return
-    server = PostgresServer(tmp_path_factory.mktemp("pg") / "data", free_port())
+    # Not under pytest's tmp dir: pytest resets it to 0700, which the unprivileged postmaster
+    # could then no longer traverse.
+    data_dir = Path(tempfile.mkdtemp(prefix="relay-test-pg-"))
+    server = PostgresServer(data_dir / "data", free_port())
     server.start(timeout=120)
     try:
         yield server.url("postgres")
     finally:
         server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
