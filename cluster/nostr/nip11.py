@@ -6,12 +6,13 @@ from typing import Any
 
 from cluster import __version__
 from cluster.config import Settings
+from cluster.payments.pricing import PriceTable
 
 SUPPORTED_NIPS = [1, 9, 11, 40, 45]
 SOFTWARE = "relay-cluster"
 
 
-def information_document(settings: Settings) -> dict[str, Any]:
+def information_document(settings: Settings, prices: PriceTable | None = None) -> dict[str, Any]:
     info, limits = settings.info, settings.limits
     document: dict[str, Any] = {
         "name": info.name,
@@ -30,12 +31,15 @@ def information_document(settings: Settings) -> dict[str, Any]:
             "max_content_length": limits.max_content_length,
             "min_pow_difficulty": 0,
             "auth_required": False,
-            "payment_required": False,
+            "payment_required": bool(prices and prices.requires_payment),
             "restricted_writes": False,
             "created_at_lower_limit": limits.created_at_past,
             "created_at_upper_limit": limits.created_at_future,
         },
     }
+    if prices is not None and prices.requires_payment:
+        document["fees"] = {"publication": prices.publication_fees()}
+        document["supported_nips"] = sorted({*SUPPORTED_NIPS})
     for key in ("pubkey", "contact", "icon"):
         value = getattr(info, key)
         if value:

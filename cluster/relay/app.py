@@ -8,13 +8,21 @@ import logging
 import time
 from collections.abc import AsyncIterator
 
+import redis.asyncio as aioredis
 from aiohttp import web
+from psycopg_pool import AsyncConnectionPool
 
 from cluster.bus.fanout import FanoutBus
 from cluster.config import Settings
+from cluster.payments.channels import ChannelStateCache
+from cluster.payments.dassie import DassieClient
+from cluster.payments.gate import PaymentGate
+from cluster.payments.outbox import OutboxForwarder
+from cluster.payments.pricing import Pricing
 from cluster.relay.connection import ConnectionRegistry
-from cluster.relay.context import RelayContext
+from cluster.relay.context import RelayContext, message_limits
 from cluster.relay.keys import CONNECTIONS_KEY, CONTEXT_KEY, SETTINGS_KEY
+from cluster.relay.policies import default_policies
 from cluster.relay.routes import add_routes
 from cluster.relay.subscriptions import SubscriptionIndex
 from cluster.store.events import EventStore
@@ -27,7 +35,7 @@ PURGE_INTERVAL = 60.0
 
 
 async def _relay_context(app: web.Application) -> AsyncIterator[None]:
-    """Pool → store and writer → subscription index → fan-out bus; torn down in reverse."""
+    """Pool → store, writer → index → fan-out bus → payments; torn down in reverse."""
     settings = app[SETTINGS_KEY]
     pool = create_pool(settings.database, name="relay")
     await pool.open(wait=False)
@@ -39,11 +47,56 @@ async def _relay_context(app: web.Application) -> AsyncIterator[None]:
         settings.redis.url, settings.redis.key_prefix, settings.redis.stream_maxlen, index.dispatch
     )
     await bus.start()
-    app[CONTEXT_KEY] = RelayContext.build(settings, store, writer, bus, index)
-    yield
+    context = RelayContext(
+        settings=settings,
+        store=store,
+        writer=writer,
+        bus=bus,
+        index=index,
+        limits=message_limits(settings),
+        pricing=Pricing(settings.pricing, pool),
+        policies=default_policies(settings.limits),
+    )
+    async with contextlib.AsyncExitStack() as payments:
+        if settings.dassie.url:
+            await _start_payments(context, pool, payments)
+        app[CONTEXT_KEY] = context
+        yield
     await writer.close()
     await bus.close()
     await pool.close()
+
+
+async def _start_payments(
+    context: RelayContext, pool: AsyncConnectionPool, stack: contextlib.AsyncExitStack
+) -> None:
+    """Dassie client, channel-state cache (L2 on its own Redis client), gate and outbox."""
+    dassie = context.settings.dassie
+    node = DassieClient(
+        dassie.url,
+        dassie.token,
+        timeout=dassie.timeout,
+        failure_threshold=dassie.failure_threshold,
+        reset_after=dassie.reset_after,
+    )
+    stack.push_async_callback(node.close)
+    cache_redis = aioredis.Redis.from_url(
+        context.settings.redis.url, socket_timeout=0.5, socket_connect_timeout=0.5
+    )
+    stack.push_async_callback(cache_redis.aclose)
+    channels = ChannelStateCache(
+        node,
+        cache_redis,
+        prefix=context.settings.redis.key_prefix,
+        ttl=dassie.channel_ttl,
+        stale_grace=dassie.stale_grace,
+    )
+    context.payments = PaymentGate(context.pricing, channels)
+    outbox = OutboxForwarder(pool, node)
+    outbox.start()
+    stack.push_async_callback(outbox.close)
+    context.outbox = outbox
+    await context.pricing.refresh()
 
 
 async def _expiration_purger(app: web.Application) -> AsyncIterator[None]:

@@ -30,6 +30,7 @@ from cluster.nostr.messages import (
     notice_message,
     ok_message,
 )
+from cluster.relay import metrics
 from cluster.relay.context import RelayContext
 from cluster.relay.subscriptions import Subscription
 
@@ -104,7 +105,7 @@ class Connection:
                 return
             pending.append((event.id, message))
             return
-        self.context.stats.events_delivered += 1
+        self.context.stats.delivered()
         self._enqueue(message, live=True)
 
     def _enqueue(self, data: bytes, *, live: bool) -> None:
@@ -246,10 +247,18 @@ class Connection:
         if subscription is not None:
             self.context.index.remove(subscription)
             self.pending_live.pop(subscription, None)
+            metrics.SUBSCRIPTIONS.dec()
         return subscription
+
+    def add_subscription(self, subscription: Subscription) -> None:
+        self.subscriptions[subscription.sub_id] = subscription
+        self.pending_live[subscription] = []
+        self.context.index.add(subscription)
+        metrics.SUBSCRIPTIONS.inc()
 
     def forget_subscriptions(self) -> None:
         for subscription in self.subscriptions.values():
             self.context.index.remove(subscription)
+        metrics.SUBSCRIPTIONS.dec(len(self.subscriptions))
         self.subscriptions.clear()
         self.pending_live.clear()

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import orjson
+
 from cluster.bus.fanout import FanoutBus
 from cluster.config import Settings
 from cluster.nostr.filters import FilterLimits
 from cluster.nostr.messages import MessageLimits
-from cluster.relay.policies import Policy, default_policies
+from cluster.nostr.nip11 import information_document
+from cluster.payments.gate import PaymentGate
+from cluster.payments.outbox import OutboxForwarder
+from cluster.payments.pricing import PriceTable, Pricing
+from cluster.relay.policies import Policy
 from cluster.relay.stats import RelayStats
 from cluster.relay.subscriptions import SubscriptionIndex
 from cluster.store.events import EventStore
@@ -37,25 +43,18 @@ class RelayContext:
     bus: FanoutBus
     index: SubscriptionIndex
     limits: MessageLimits
+    pricing: Pricing
+    payments: PaymentGate | None = None
+    outbox: OutboxForwarder | None = None
     policies: list[Policy] = field(default_factory=list)
     stats: RelayStats = field(default_factory=RelayStats)
     shutting_down: bool = False
+    _nip11: tuple[PriceTable, bytes] | None = None
 
-    @classmethod
-    def build(
-        cls,
-        settings: Settings,
-        store: EventStore,
-        writer: EventWriter,
-        bus: FanoutBus,
-        index: SubscriptionIndex,
-    ) -> RelayContext:
-        return cls(
-            settings=settings,
-            store=store,
-            writer=writer,
-            bus=bus,
-            index=index,
-            limits=message_limits(settings),
-            policies=default_policies(settings.limits),
-        )
+    def nip11_document(self) -> bytes:
+        """NIP-11 is static except for prices; rebuilt only when the price table changed."""
+        table = self.pricing.table
+        if self._nip11 is None or self._nip11[0] is not table:
+            document = information_document(self.settings, table)
+            self._nip11 = (table, orjson.dumps(document))
+        return self._nip11[1]

@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import PoolTimeout
 
-from cluster.nostr.event import encode_event, verify
+from cluster.nostr.event import Event, encode_event, verify
 from cluster.nostr.messages import (
     AuthCommand,
     CloseCommand,
@@ -24,8 +24,12 @@ from cluster.nostr.messages import (
     notice_message,
     ok_message,
 )
-from cluster.nostr.rejection import Prefix
+from cluster.nostr.rejection import Prefix, Rejection
+from cluster.payments.gate import PaidClaim, invalid_payment
+from cluster.payments.model import PaymentReason
+from cluster.relay import metrics
 from cluster.relay.connection import Connection
+from cluster.relay.context import RelayContext
 from cluster.relay.policies import first_rejection
 from cluster.relay.subscriptions import Subscription
 from cluster.store.events import SaveOutcome, SaveRequest
@@ -40,6 +44,11 @@ OUTCOME_ANSWERS: dict[SaveOutcome, tuple[bool, str]] = {
     SaveOutcome.DUPLICATE: (True, "duplicate: already have this event"),
     SaveOutcome.SUPERSEDED: (True, "duplicate: a newer version of this event is already stored"),
     SaveOutcome.DELETED: (False, "blocked: this event was deleted by its author"),
+    SaveOutcome.STALE_NONCE: (False, invalid_payment(PaymentReason.STALE_NONCE).text),
+    SaveOutcome.INSUFFICIENT_BALANCE: (
+        False,
+        invalid_payment(PaymentReason.INSUFFICIENT_BALANCE).text,
+    ),
 }
 
 
@@ -49,7 +58,9 @@ def answer(connection: Connection, event_id: str, accepted: bool, message: str) 
 
 
 async def handle_event(connection: Connection, command: Any) -> None:
-    """Verify, apply policy, store (group commit), answer OK only after commit, then fan out."""
+    """Verify, apply policy, check payment, store (group commit), answer OK only after commit,
+    then fan out."""
+    started = time.perf_counter()
     event = command.event
     context = connection.context
     rejection = verify(event) or first_rejection(context.policies, event, int(time.time()))
@@ -61,15 +72,43 @@ async def handle_event(connection: Connection, command: Any) -> None:
         context.bus.publish(event, event_json)
         answer(connection, event.id, True, "")
         return
+    paid = await _check_payment(context, event)
+    if isinstance(paid, Rejection):
+        answer(connection, event.id, False, paid.text)
+        return
+    request = SaveRequest(event, event_json.decode(), paid.record if paid else None)
     try:
-        outcome = await context.writer.save(SaveRequest(event, event_json.decode()))
+        outcome = await context.writer.save(request)
+        if outcome is SaveOutcome.INSUFFICIENT_BALANCE and paid is not None and paid.from_cache:
+            # Our cached capacity may be stale (a top-up): refresh once before refusing.
+            paid = await _check_payment(context, event, fresh=True)
+            if isinstance(paid, Rejection):
+                answer(connection, event.id, False, paid.text)
+                return
+            request = SaveRequest(event, request.raw, paid.record if paid else None)
+            outcome = await context.writer.save(request)
     except StoreUnavailable:
         answer(connection, event.id, False, f"{Prefix.ERROR}: could not store the event, retry")
         return
     accepted, message = OUTCOME_ANSWERS[outcome]
     answer(connection, event.id, accepted, message)
     if outcome is SaveOutcome.STORED:
+        metrics.EVENT_ACCEPTANCE.observe(time.perf_counter() - started)
         context.bus.publish(event, event_json)
+        if request.payment is not None and context.outbox is not None:
+            context.outbox.wake()
+
+
+async def _check_payment(
+    context: RelayContext, event: Event, *, fresh: bool = False
+) -> PaidClaim | Rejection | None:
+    if context.payments is None:
+        return None
+    started = time.perf_counter()
+    try:
+        return await context.payments.check(event, fresh=fresh)
+    finally:
+        metrics.PAYMENT_VERIFICATION.observe(time.perf_counter() - started)
 
 
 async def dispatch_event(connection: Connection, command: Any) -> None:
@@ -96,9 +135,7 @@ async def handle_req(connection: Connection, command: Any) -> None:
         )
         return
     subscription = Subscription(connection, sub_id, command.filters)
-    connection.subscriptions[sub_id] = subscription
-    connection.pending_live[subscription] = []
-    context.index.add(subscription)
+    connection.add_subscription(subscription)
     try:
         rows = await context.store.query(command.filters, int(time.time()))
     except QUERY_FAILURES as exc:

@@ -11,4 +11,3 @@ from cluster.relay.context import RelayContext
 SETTINGS_KEY = web.AppKey("settings", Settings)
 CONTEXT_KEY = web.AppKey("context", RelayContext)
 CONNECTIONS_KEY = web.AppKey("connections", ConnectionRegistry)
-NIP11_KEY = web.AppKey("nip11", bytes)

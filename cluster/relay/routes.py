@@ -9,9 +9,9 @@ import os
 import orjson
 from aiohttp import web
 
-from cluster.nostr.nip11 import information_document
+from cluster.relay import metrics
 from cluster.relay.connection import Connection
-from cluster.relay.keys import CONNECTIONS_KEY, CONTEXT_KEY, NIP11_KEY, SETTINGS_KEY
+from cluster.relay.keys import CONNECTIONS_KEY, CONTEXT_KEY, SETTINGS_KEY
 
 NIP11_TYPE = "application/nostr+json"
 CORS_HEADERS = {
@@ -27,7 +27,9 @@ async def root(request: web.Request) -> web.StreamResponse:
         return await websocket(request)
     if NIP11_TYPE in request.headers.get("Accept", ""):
         return web.Response(
-            body=request.app[NIP11_KEY], content_type=NIP11_TYPE, headers=CORS_HEADERS
+            body=request.app[CONTEXT_KEY].nip11_document(),
+            content_type=NIP11_TYPE,
+            headers=CORS_HEADERS,
         )
     settings = request.app[SETTINGS_KEY]
     return web.Response(
@@ -55,7 +57,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     connection = Connection(ws, context, request.remote or "unknown")
     connections = request.app[CONNECTIONS_KEY]
     connections.add(connection)
-    context.stats.connections += 1
+    context.stats.connected()
     writer = asyncio.create_task(connection.write_loop(), name="ws-writer")
     try:
         await connection.read_loop()
@@ -68,8 +70,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
             await writer
         await ws.close()
         connections.discard(connection)
-        context.stats.connections -= 1
-        context.stats.disconnects[connection.close_reason] += 1
+        context.stats.disconnected(connection.close_reason)
     return ws
 
 
@@ -96,8 +97,13 @@ async def health(request: web.Request) -> web.Response:
     )
 
 
+async def prometheus_metrics(request: web.Request) -> web.Response:
+    body, content_type = metrics.render()
+    return web.Response(body=body, headers={"Content-Type": content_type})
+
+
 def add_routes(app: web.Application) -> None:
-    app[NIP11_KEY] = orjson.dumps(information_document(app[SETTINGS_KEY]))
     app.router.add_get("/", root)
     app.router.add_route("OPTIONS", "/", preflight)
     app.router.add_get("/health", health)
+    app.router.add_get("/metrics", prometheus_metrics)

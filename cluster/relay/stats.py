@@ -1,18 +1,32 @@
-"""Per-worker counters: connections, subscriptions, answers by prefix, disconnects by reason."""
+"""Per-worker counters for /health, mirrored into Prometheus metrics for /metrics."""
 
 from __future__ import annotations
 
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from cluster.relay import metrics
 
 
 @dataclass
 class RelayStats:
     connections: int = 0
-    ok_by_prefix: Counter[str] = field(default_factory=Counter)
-    disconnects: Counter[str] = field(default_factory=Counter)
-    events_delivered: int = 0
 
     def count_ok(self, message: str) -> None:
-        prefix = message.split(":", 1)[0] if message else "accepted"
-        self.ok_by_prefix[prefix] += 1
+        metrics.OK_ANSWERS.labels(metrics.ok_prefix(message)).inc()
+
+    def connected(self) -> None:
+        self.connections += 1
+        metrics.CONNECTIONS.inc()
+
+    def disconnected(self, reason: str) -> None:
+        self.connections -= 1
+        metrics.CONNECTIONS.dec()
+        metrics.DISCONNECTS.labels(_reason_label(reason)).inc()
+
+    def delivered(self) -> None:
+        metrics.EVENTS_DELIVERED.inc()
+
+
+def _reason_label(reason: str) -> str:
+    """Bounded label values: protocol errors carry details that would explode cardinality."""
+    return reason.split(":", 1)[0][:40]

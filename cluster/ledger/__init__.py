@@ -1,0 +1,1 @@
+"""A Dassie-compatible ledger node serving the payment procedures the relay needs."""

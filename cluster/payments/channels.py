@@ -1,0 +1,114 @@
+"""Channel state, cached: L1 in process, L2 Redis, L3 the Dassie node (the truth).
+
+A cache only makes a check faster: the amounts and nonces a claim may spend are decided by the
+conditional update in PostgreSQL, never by a cached state. Redis failing means going straight
+to the node; the node failing means using a recent enough cached state, or failing closed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import msgspec
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from cluster.payments.dassie import DassieClient, DassieUnavailable
+from cluster.payments.model import ChannelState
+
+log = logging.getLogger(__name__)
+
+NEGATIVE_TTL = 5.0
+
+
+class PaymentUnavailable(RuntimeError):
+    """No usable channel state: the node is unreachable and nothing recent enough is cached."""
+
+
+class ChannelLookup(msgspec.Struct, frozen=True):
+    state: ChannelState | None  # None: the node does not know this channel
+    from_cache: bool
+
+
+class _Entry(msgspec.Struct):
+    state: ChannelState | None
+    fetched_at: float
+
+
+def channel_key(prefix: str, channel_id: str) -> str:
+    return f"{prefix}channel:{channel_id}"
+
+
+class ChannelStateCache:
+    def __init__(
+        self,
+        node: DassieClient,
+        redis: aioredis.Redis | None,
+        *,
+        prefix: str,
+        ttl: float,
+        stale_grace: float,
+    ) -> None:
+        self._node = node
+        self._redis = redis
+        self._prefix = prefix
+        self._ttl = ttl
+        self._stale_grace = stale_grace
+        self._l1: dict[str, _Entry] = {}
+        self.hits = {"l1": 0, "l2": 0, "l3": 0, "stale": 0}
+
+    async def get(self, channel_id: str, *, fresh: bool = False) -> ChannelLookup:
+        now = time.monotonic()
+        entry = self._l1.get(channel_id)
+        if not fresh and entry is not None:
+            ttl = self._ttl if entry.state is not None else NEGATIVE_TTL
+            if now - entry.fetched_at < ttl:
+                self.hits["l1"] += 1
+                return ChannelLookup(entry.state, from_cache=True)
+        if not fresh:
+            cached = await self._from_redis(channel_id)
+            if cached is not None:
+                self.hits["l2"] += 1
+                self._l1[channel_id] = _Entry(cached, now)
+                return ChannelLookup(cached, from_cache=True)
+        try:
+            state = await self._node.get_channel_state(channel_id)
+        except DassieUnavailable as exc:
+            usable = entry is not None and now - entry.fetched_at < self._stale_grace
+            if usable and entry is not None and entry.state is not None:
+                self.hits["stale"] += 1
+                return ChannelLookup(entry.state, from_cache=True)
+            raise PaymentUnavailable(str(exc)) from exc
+        self.hits["l3"] += 1
+        self._l1[channel_id] = _Entry(state, now)
+        if state is not None:
+            await self._to_redis(state)
+        return ChannelLookup(state, from_cache=False)
+
+    async def _from_redis(self, channel_id: str) -> ChannelState | None:
+        if self._redis is None:
+            return None
+        try:
+            raw = await self._redis.get(channel_key(self._prefix, channel_id))
+        except (RedisError, OSError) as exc:
+            log.debug("L2 channel cache unavailable: %s", exc)
+            return None
+        if raw is None:
+            return None
+        try:
+            return msgspec.json.decode(raw, type=ChannelState)
+        except msgspec.MsgspecError:
+            return None
+
+    async def _to_redis(self, state: ChannelState) -> None:
+        if self._redis is None:
+            return
+        try:
+            await self._redis.set(
+                channel_key(self._prefix, state.channel_id),
+                msgspec.json.encode(state),
+                ex=max(1, int(self._ttl)),
+            )
+        except (RedisError, OSError) as exc:
+            log.debug("L2 channel cache unavailable: %s", exc)
