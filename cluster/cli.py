@@ -67,6 +67,111 @@ def cmd_up(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_ledger(args: argparse.Namespace) -> int:
+    from cluster.ledger.server import LedgerConfigError, ledger_config_from_env, run_ledger
+
+    try:
+        database_url, token = ledger_config_from_env(database_url=args.database_url)
+    except LedgerConfigError as exc:
+        raise ConfigError(str(exc)) from exc
+    run_ledger(args.host, args.port, database_url, token)
+    return 0
+
+
+def cmd_channel(args: argparse.Namespace) -> int:
+    from cluster.tools import payments
+
+    if args.action == "open":
+        text = asyncio.run(
+            payments.open_channel(
+                args.sender_pubkey, args.secret, args.capacity, args.currency, args.expires_in
+            )
+        )
+    elif args.action == "state":
+        text = asyncio.run(payments.channel_state(args.channel_id))
+    elif args.action == "close":
+        text = asyncio.run(payments.close_channel(args.channel_id))
+    else:
+        text = payments.signed_tag(
+            args.secret, args.channel, args.amount, args.nonce, args.currency
+        )
+    print(text)
+    return 0
+
+
+def cmd_pricing(args: argparse.Namespace) -> int:
+    from cluster.tools.payments import set_price
+
+    settings = _load(args)
+    if not settings.database.url:
+        raise ConfigError("database.url is not set: export DATABASE_URL=postgresql://...")
+    sats = None if args.action == "unset" else args.sats
+    print(asyncio.run(set_price(settings.database.url, args.kind, sats)))
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from cluster.tools.publish import publish
+
+    payment = None
+    if args.pay_channel:
+        payment = (args.pay_channel, args.pay_amount, args.pay_nonce, args.pay_currency)
+    tags = [list(tag.split(",")) for tag in args.tag]
+    accepted, message = asyncio.run(
+        publish(args.relay, args.secret, args.kind, args.content, tags, payment)
+    )
+    print(message)
+    return 0 if accepted else 1
+
+
+def _add_payment_commands(commands: Any) -> None:
+    ledger = commands.add_parser("ledger", help="run the Dassie-compatible ledger node")
+    ledger.add_argument("--host", default="127.0.0.1")
+    ledger.add_argument("--port", type=int, default=5000)
+    ledger.add_argument("--database-url", help="default: $LEDGER_DATABASE_URL or $DATABASE_URL")
+    ledger.set_defaults(func=cmd_ledger)
+
+    channel = commands.add_parser("channel", help="payment channels on DASSIE_RPC_URL")
+    actions = channel.add_subparsers(dest="action", required=True)
+    opening = actions.add_parser("open", help="open a development channel; prints its id last")
+    opening.add_argument("--sender-pubkey", help="compressed secp256k1 key (66 hex)")
+    opening.add_argument("--secret", help="or the sender's secret key (64 hex)")
+    opening.add_argument("--capacity", type=int, required=True, help="sats")
+    opening.add_argument("--currency", default="BTC", choices=["BTC", "BASE", "AKT", "XRP"])
+    opening.add_argument("--expires-in", type=int, default=30 * 24 * 3600, help="seconds")
+    for name in ("state", "close"):
+        action = actions.add_parser(name, help=f"{name} of a channel")
+        action.add_argument("channel_id")
+    tag = actions.add_parser("tag", help="print a signed payment tag as JSON")
+    tag.add_argument("--secret", required=True, help="the channel sender's secret key (64 hex)")
+    tag.add_argument("--channel", required=True)
+    tag.add_argument("--amount", type=int, required=True, help="sats paid for this event")
+    tag.add_argument("--nonce", type=int, required=True, help="greater than any used before")
+    tag.add_argument("--currency", default="BTC", choices=["BTC", "BASE", "AKT", "XRP"])
+    channel.set_defaults(func=cmd_channel)
+
+    pricing = commands.add_parser("pricing", help="operator price overrides (PostgreSQL)")
+    pricing_actions = pricing.add_subparsers(dest="action", required=True)
+    setting = pricing_actions.add_parser("set", help="price a kind")
+    setting.add_argument("kind", type=int)
+    setting.add_argument("sats", type=int)
+    unsetting = pricing_actions.add_parser("unset", help="back to the configured price")
+    unsetting.add_argument("kind", type=int)
+    pricing.set_defaults(func=cmd_pricing)
+
+    publish = commands.add_parser("publish", help="sign and send one event, optionally paid")
+    publish.add_argument("--relay", default="ws://127.0.0.1:8080")
+    publish.add_argument("--secret", required=True, help="your Nostr secret key (64 hex)")
+    publish.add_argument("--kind", type=int, default=1)
+    publish.add_argument("--content", default="")
+    publish.add_argument("--tag", action="append", default=[], help="comma-separated, repeatable")
+    publish.add_argument("--pay-channel", help="pay with a claim on this channel")
+    publish.add_argument("--pay-amount", type=int, default=0)
+    publish.add_argument("--pay-nonce", type=int, default=0)
+    publish.add_argument("--pay-currency", default="BTC")
+    publish.set_defaults(func=cmd_publish)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="relay-cluster", description=__doc__)
     parser.add_argument("--config", help="TOML settings file (default: $RELAY_CONFIG)")
@@ -87,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--port", type=int, default=8080)
     up.add_argument("--data-dir", default=".data", help="where embedded services keep data")
     up.set_defaults(func=cmd_up)
+    _add_payment_commands(commands)
     return parser
 
 

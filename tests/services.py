@@ -20,7 +20,7 @@ from pathlib import Path
 import psycopg
 import redis
 
-from cluster.services.ports import free_port
+from cluster.services.ports import free_port, kill_group, signal_group, terminate
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
@@ -170,3 +170,64 @@ class RelayProcess:
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             return self.process.wait(10)
+
+
+class LedgerProcess:
+    """`python -m cluster.ledger` on a fixed port, so it can be killed and restarted there."""
+
+    def __init__(self, database_url: str, log_path: Path, *, token: str) -> None:
+        self.port = free_port()
+        self.token = token
+        self.log_path = log_path
+        self.env = {
+            **{k: v for k, v in os.environ.items() if k != "DATABASE_URL"},
+            "DASSIE_RPC_TOKEN": token,
+            "LEDGER_DATABASE_URL": database_url,
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/rpc"
+
+    def start(self, timeout: float = 30.0) -> None:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "cluster.ledger", "--port", str(self.port)],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"ledger exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                url = f"http://127.0.0.1:{self.port}/health"
+                with urllib.request.urlopen(url, timeout=1) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise TimeoutError(f"ledger not healthy within {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def kill(self) -> None:
+        assert self.process is not None
+        kill_group(self.process)
+
+    def freeze(self) -> None:
+        assert self.process is not None
+        signal_group(self.process.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.process is not None
+        signal_group(self.process.pid, signal.SIGCONT)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            terminate(self.process, signal.SIGTERM, 10.0)

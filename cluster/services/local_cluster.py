@@ -6,6 +6,7 @@ Layout of the data dir (default `.data`):
     cluster.json   what runs where (URLs, pids) while the cluster is up; removed on exit
     postgres/      embedded PostgreSQL cluster (only when no database URL is configured)
     redis/         local redis-server working dir (only when no Redis URL is configured)
+    ledger.token   the ledger node's bearer token (mode 0600; only when no DASSIE_RPC_URL)
     nginx/         rendered nginx.conf and nginx's prefix (pid, temp dirs, access/error logs)
     logs/          instance-<i>.log, postgres.log, redis.log, nginx.log (nginx's own stderr)
 
@@ -20,6 +21,7 @@ import contextlib
 import json
 import os
 import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -51,6 +53,7 @@ from cluster.services.redis import RedisServer
 from cluster.store.migrations import ensure_database
 
 HOST = "127.0.0.1"
+LEDGER_PLACEHOLDER = {"url": "ws://127.0.0.1/rpc", "token": "x" * 32}
 DATABASE_NAME = "relay"
 HEALTH_TIMEOUT = 60.0
 """Seconds every instance gets to answer /health with 200 after start."""
@@ -152,9 +155,16 @@ class InstanceProcess:
     """One `relay-cluster serve` (gunicorn master + workers) in its own process group."""
 
     def __init__(
-        self, index: int, port: int, command: list[str], env: dict[str, str], log: Path
+        self,
+        index: int,
+        port: int,
+        command: list[str],
+        env: dict[str, str],
+        log: Path,
+        *,
+        name: str | None = None,
     ) -> None:
-        self.name = f"instance-{index}"
+        self.name = name or f"instance-{index}"
         self.port = port
         self.command = command
         self.env = env
@@ -241,6 +251,9 @@ class LocalCluster:
         self.postgres: PostgresServer | None = None
         self.redis: RedisServer | None = None
         self.nginx: NginxServer | None = None
+        self.dassie_url = settings.dassie.url if os.environ.get("DASSIE_RPC_URL") else ""
+        self.dassie_token = settings.dassie.token
+        self.ledger: InstanceProcess | None = None
         self.instances: list[InstanceProcess] = []
         self.budgets: defaultdict[str, RestartBudget] = defaultdict(RestartBudget)
 
@@ -265,6 +278,8 @@ class LocalCluster:
             self._start_postgres(pick_port(saved.get("postgres"), taken))
         if not self.redis_url:
             self._start_redis(pick_port(saved.get("redis"), taken))
+        if not self.dassie_url:
+            self._start_ledger(pick_port(saved.get("ledger"), taken))
         self._save_ports()
         taken -= set(preferred)
         ports = [pick_port(p, taken) for p in preferred]
@@ -302,6 +317,7 @@ class LocalCluster:
         ports = {
             "postgres": self.postgres.port if self.postgres else None,
             "redis": self.redis.port if self.redis else None,
+            "ledger": self.ledger.port if self.ledger else None,
         }
         merged = {**self._load_ports(), **{k: v for k, v in ports.items() if v is not None}}
         (self.data_dir / "ports.json").write_text(json.dumps(merged, indent=2) + "\n")
@@ -328,6 +344,47 @@ class LocalCluster:
         self.redis_url = self.redis.url()
         self.save_state()
 
+    def _ledger_token(self) -> str:
+        """A token kept in the data dir (0600), so a second `up` keeps talking to its ledger."""
+        path = self.data_dir / "ledger.token"
+        if path.exists():
+            return path.read_text().strip()
+        token = secrets.token_urlsafe(32)
+        path.touch(mode=0o600)
+        path.write_text(token + "\n")
+        return token
+
+    def _start_ledger(self, port: int) -> None:
+        print(f"starting the ledger node on {HOST}:{port}", flush=True)
+        self.dassie_token = self._ledger_token()
+        env = {
+            **os.environ,
+            "DATABASE_URL": self.database_url,
+            "DASSIE_RPC_TOKEN": self.dassie_token,
+        }
+        env.pop("LEDGER_DATABASE_URL", None)
+        command = [
+            sys.executable,
+            "-m",
+            "cluster.cli",
+            "ledger",
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+        ]
+        self.ledger = InstanceProcess(
+            0, port, command, env, self.logs / "ledger.log", name="ledger"
+        )
+        self.ledger.start()
+        self.dassie_url = f"ws://{HOST}:{port}/rpc"
+        deadline = time.monotonic() + HEALTH_TIMEOUT
+        while not self.ledger.healthy():
+            if not self.ledger.is_running() or time.monotonic() > deadline:
+                raise ClusterError(f"the ledger did not start:\n{self.ledger.tail()}")
+            time.sleep(0.2)
+        self.save_state()
+
     def _instance_command(self, port: int) -> list[str]:
         config = ["--config", self.config] if self.config else []  # a top-level option
         serve = f"serve --host {HOST} --port {port} --workers {self.workers}".split()
@@ -339,6 +396,8 @@ class LocalCluster:
                 **os.environ,
                 "DATABASE_URL": self.database_url,
                 "REDIS_URL": self.redis_url,
+                "DASSIE_RPC_URL": self.dassie_url,
+                "DASSIE_RPC_TOKEN": self.dassie_token,
                 "RELAY_NETWORK__PUBLIC_URL": public_url or f"ws://{HOST}:{port}",
             }
             instance = InstanceProcess(
@@ -405,6 +464,10 @@ class LocalCluster:
             yield row("redis", self.redis.pid, self.redis_url, self.redis.log_path)
         else:
             yield row("redis", None, mask_password(self.redis_url), "(external)")
+        if self.ledger is not None:
+            yield row("ledger", self.ledger.pid, self.dassie_url, self.ledger.log_path)
+        else:
+            yield row("ledger", None, mask_password(self.dassie_url), "(external)")
         for instance in self.instances:
             yield row(instance.name, instance.pid, instance.url, instance.log_path)
         if self.nginx is not None:
@@ -484,6 +547,8 @@ class LocalCluster:
             watched.append(("postgres", self.postgres))
         if self.redis is not None:
             watched.append(("redis", self.redis))
+        if self.ledger is not None:
+            watched.append(("ledger", self.ledger))
         watched.extend((instance.name, instance) for instance in self.instances)
         if self.nginx is not None:
             watched.append(("nginx", self.nginx))
@@ -526,6 +591,9 @@ class LocalCluster:
             steps.append(("nginx", self.nginx.stop))
         if self.instances:
             steps.append(("instances", self._stop_instances))
+        if self.ledger is not None:
+            ledger = self.ledger
+            steps.append(("ledger", lambda: _stop_child(ledger)))
         if self.redis is not None:
             steps.append(("redis", self.redis.stop))
         if self.postgres is not None:
@@ -544,6 +612,11 @@ class LocalCluster:
         deadline = time.monotonic() + STOP_TIMEOUT
         for instance in self.instances:
             instance.wait_stopped(deadline)
+
+
+def _stop_child(child: InstanceProcess) -> None:
+    child.request_stop()
+    child.wait_stopped(time.monotonic() + STOP_TIMEOUT)
 
 
 def _raise_shutdown(signum: int, frame: FrameType | None) -> None:
@@ -565,7 +638,9 @@ def run_local_cluster(
 
     Must be called from the main thread (it installs signal handlers).
     """
-    settings = load_settings(config)
+    # Without DASSIE_RPC_URL, `up` starts its own ledger: validate as if it were set.
+    local_node = {} if os.environ.get("DASSIE_RPC_URL") else {"dassie": LEDGER_PLACEHOLDER}
+    settings = load_settings(config, overrides=local_node)
     previous = _set_handlers(_raise_shutdown)
     cluster: LocalCluster | None = None
     code = 0

@@ -194,7 +194,8 @@ async def test_up_serves_stops_cleanly_and_restarts_on_the_same_data(data_dir: P
         assert up.wait_ready() == f"ws://127.0.0.1:{port}"
         state = up.state()
         pids = child_pids(state)
-        assert set(pids) == {"postgres", "redis", "nginx", "instance-1", "instance-2"}, state
+        expected = {"postgres", "redis", "ledger", "nginx", "instance-1", "instance-2"}
+        assert set(pids) == expected, state
         assert all(alive(pid) for pid in pids.values())
         first_postgres = next(row["url"] for row in state["services"] if row["name"] == "postgres")
 

@@ -6,11 +6,9 @@ import asyncio
 import os
 import re
 import secrets
-import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -30,7 +28,8 @@ from cluster.payments.dassie import (
     DassieUnavailable,
 )
 from cluster.payments.model import ChannelState, ChannelStatus, Currency, PaymentReason
-from cluster.services.ports import free_port, kill_group, signal_group, terminate
+from cluster.services.ports import free_port
+from tests.services import LedgerProcess
 
 TOKEN = secrets.token_hex(24)
 SENDER = "7f" * 32
@@ -38,70 +37,12 @@ OTHER = "3c" * 32
 EVENT_ID = "ab" * 32
 
 
-class LedgerProcess:
-    """`python -m cluster.ledger` on a fixed port, so it can be killed and restarted there."""
-
-    def __init__(self, database_url: str, log_path: Path, *, token: str = TOKEN) -> None:
-        self.port = free_port()
-        self.log_path = log_path
-        self.env = {
-            **{k: v for k, v in os.environ.items() if k != "DATABASE_URL"},
-            "DASSIE_RPC_TOKEN": token,
-            "LEDGER_DATABASE_URL": database_url,
-        }
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/rpc"
-
-    def start(self, timeout: float = 30.0) -> None:
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "cluster.ledger", "--port", str(self.port)],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"ledger exited with {self.process.returncode}:\n{self.log()}")
-            try:
-                url = f"http://127.0.0.1:{self.port}/health"
-                with urllib.request.urlopen(url, timeout=1) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.05)
-        raise TimeoutError(f"ledger not healthy within {timeout}s:\n{self.log()}")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:]
-
-    def kill(self) -> None:
-        assert self.process is not None
-        kill_group(self.process)
-
-    def freeze(self) -> None:
-        assert self.process is not None
-        signal_group(self.process.pid, signal.SIGSTOP)
-
-    def thaw(self) -> None:
-        assert self.process is not None
-        signal_group(self.process.pid, signal.SIGCONT)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            terminate(self.process, signal.SIGTERM, 10.0)
-
-
 @pytest.fixture(scope="module")
 def ledger(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LedgerProcess]:
     """One ledger for the functional tests, sharing the relay's session database."""
-    process = LedgerProcess(database_url, tmp_path_factory.mktemp("ledger") / "ledger.log")
+    process = LedgerProcess(
+        database_url, tmp_path_factory.mktemp("ledger") / "ledger.log", token=TOKEN
+    )
     process.start()
     try:
         yield process
@@ -112,7 +53,7 @@ def ledger(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
 @pytest.fixture
 def own_ledger(database_url: str, tmp_path: Path) -> Iterator[LedgerProcess]:
     """A ledger this test may freeze, kill and restart."""
-    process = LedgerProcess(database_url, tmp_path / "ledger.log")
+    process = LedgerProcess(database_url, tmp_path / "ledger.log", token=TOKEN)
     process.start()
     try:
         yield process

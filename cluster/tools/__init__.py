@@ -1,0 +1,1 @@
+"""Command implementations for people: channels, payment tags, prices, publishing."""
