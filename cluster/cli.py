@@ -124,6 +124,33 @@ def cmd_publish(args: argparse.Namespace) -> int:
     return 0 if accepted else 1
 
 
+def cmd_env(args: argparse.Namespace) -> int:
+    """Print `export` lines for the services of a running `up`, for `eval "$(...)"`."""
+    import json
+    import shlex
+    from pathlib import Path
+
+    data_dir = Path(args.data_dir)
+    try:
+        state = json.loads((data_dir / "cluster.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"no running cluster in {data_dir} (start one with `make up`)") from exc
+    urls = {row["name"]: row["url"] for row in state.get("services", [])}
+    exports = {
+        "RELAY_URL": state.get("url") or "",
+        "DATABASE_URL": urls.get("postgres", ""),
+        "REDIS_URL": urls.get("redis", ""),
+        "DASSIE_RPC_URL": urls.get("ledger", ""),
+    }
+    token = data_dir / "ledger.token"
+    if token.exists():
+        exports["DASSIE_RPC_TOKEN"] = token.read_text().strip()
+    for name, value in exports.items():
+        if value and "*" not in value:  # masked URLs (external services) are not exported
+            print(f"export {name}={shlex.quote(value)}")
+    return 0
+
+
 def _add_payment_commands(commands: Any) -> None:
     ledger = commands.add_parser("ledger", help="run the Dassie-compatible ledger node")
     ledger.add_argument("--host", default="127.0.0.1")
@@ -192,6 +219,10 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--port", type=int, default=8080)
     up.add_argument("--data-dir", default=".data", help="where embedded services keep data")
     up.set_defaults(func=cmd_up)
+
+    env = commands.add_parser("env", help="print export lines for a running `up`")
+    env.add_argument("--data-dir", default=".data")
+    env.set_defaults(func=cmd_env)
     _add_payment_commands(commands)
     return parser
 

@@ -3,17 +3,6 @@ a clean SIGTERM that leaves no process behind, and a second `up` on the same dat
 
 from __future__ import annotations
 
-import json
-import os
-import queue
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
-import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,110 +13,9 @@ import pytest
 from cluster.nostr.signing import Signer
 from cluster.services.ports import free_port, wait_group_gone
 from tests.client import connect
+from tests.cluster.support import UpProcess
 
-READY_TIMEOUT = 120.0
-STOP_TIMEOUT = 40.0
 HTTP_TIMEOUT = aiohttp.ClientTimeout(total=10)
-
-
-def relay_cluster_command() -> list[str]:
-    """The installed `relay-cluster` script of this venv, else the module."""
-    script = Path(sys.executable).with_name("relay-cluster")
-    if script.is_file():
-        return [str(script)]
-    found = shutil.which("relay-cluster")
-    return [found] if found else [sys.executable, "-m", "cluster.cli"]
-
-
-def cluster_env() -> dict[str, str]:
-    """Our environment without any database/Redis location, so `up` starts its own."""
-    removed = {
-        "DATABASE_URL",
-        "REDIS_URL",
-        "RELAY_CONFIG",
-        "RELAY_DATABASE__URL",
-        "RELAY_REDIS__URL",
-    }
-    return {key: value for key, value in os.environ.items() if key not in removed}
-
-
-class UpProcess:
-    """`relay-cluster up` as a subprocess whose output is drained by a thread (never blocks)."""
-
-    def __init__(self, port: int, data_dir: Path) -> None:
-        self.port = port
-        self.data_dir = data_dir
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        self.output: list[str] = []
-        self.proc = subprocess.Popen(
-            [
-                *relay_cluster_command(),
-                "up",
-                "--instances",
-                "2",
-                "--workers",
-                "1",
-                "--port",
-                str(port),
-                "--data-dir",
-                str(data_dir),
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=cluster_env(),
-            text=True,
-        )
-        self.reader = threading.Thread(target=self._drain, daemon=True)
-        self.reader.start()
-
-    def _drain(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.output.append(line)
-            self.lines.put(line)
-        self.lines.put(None)
-
-    def wait_ready(self, timeout: float = READY_TIMEOUT) -> str:
-        """The URL of the `relay ready: <url>` line."""
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"no `relay ready:` within {timeout:g}s:\n{self.transcript()}")
-            try:
-                line = self.lines.get(timeout=remaining)
-            except queue.Empty:
-                continue
-            if line is None:
-                raise AssertionError(f"`up` exited before ready:\n{self.transcript()}")
-            if line.startswith("relay ready: "):
-                return line.removeprefix("relay ready: ").strip()
-
-    def state(self) -> dict[str, Any]:
-        state: dict[str, Any] = json.loads((self.data_dir / "cluster.json").read_text())
-        return state
-
-    def terminate(self, timeout: float = STOP_TIMEOUT) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            code = self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(
-                f"`up` still running {timeout:g}s after SIGTERM:\n{self.transcript()}"
-            ) from None
-        self.reader.join(timeout=10)
-        return code
-
-    def kill(self) -> None:
-        """Test teardown: never leave `up` (or, via its cleanup, its children) running."""
-        if self.proc.poll() is None:
-            self.terminate()
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-
-    def transcript(self) -> str:
-        return "".join(self.output)
 
 
 def alive(pid: int) -> bool:
@@ -171,17 +59,6 @@ def stop_and_check_nothing_left(up: UpProcess, pids: dict[str, int]) -> None:
 
 def child_pids(state: dict[str, Any]) -> dict[str, int]:
     return {row["name"]: row["pid"] for row in state["services"] if row["pid"] is not None}
-
-
-@pytest.fixture
-def data_dir() -> Iterator[Path]:
-    """Outside pytest's tmp dir on purpose: as root, PostgreSQL runs as an unprivileged user
-    that must traverse every ancestor, and any pytest run resets /tmp/pytest-of-<user> to 0700."""
-    path = Path(tempfile.mkdtemp(prefix="relay-up-test-"))
-    try:
-        yield path / "data"
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.mark.timeout(420)
