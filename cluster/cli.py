@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -34,10 +35,25 @@ def _require_services(settings: Settings) -> None:
         raise ConfigError("redis.url is not set: export REDIS_URL=redis://...")
 
 
+def _prepare_metrics_dir(port: int) -> None:
+    """gunicorn's workers share metrics through files (prometheus multiprocess mode); the
+    directory must exist and be empty before any metric is created, i.e. before forking."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    existing = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    path = Path(existing) if existing else Path(tempfile.gettempdir()) / f"relay-metrics-{port}"
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
+    settings = _load(args)
+    _prepare_metrics_dir(settings.network.port)
     from cluster.relay.server import serve
 
-    settings = _load(args)
     _require_services(settings)
     applied = asyncio.run(apply_migrations(settings.database.url))
     if applied:

@@ -8,6 +8,8 @@ def events_stream(prefix: str) -> str:
     return f"{prefix}events"
 
 
-# Stream entry fields: who published it (so the publisher skips its own) and the event JSON.
+# Stream entry fields: who published it (so the publisher skips its own), when (wall clock,
+# for the delivery-lag histogram), and a JSON array of up to 100 events.
 FIELD_ORIGIN = b"o"
-FIELD_EVENT = b"e"
+FIELD_SENT_AT = b"t"
+FIELD_EVENTS = b"e"

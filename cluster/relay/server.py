@@ -11,6 +11,7 @@ from gunicorn.app.base import BaseApplication
 
 from cluster.config import Settings
 from cluster.relay.app import create_app
+from cluster.relay.metrics import mark_worker_dead
 
 WORKER_CLASS = "aiohttp.GunicornUVLoopWebWorker"
 
@@ -31,7 +32,12 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
         "control_socket_disable": True,
         "loglevel": "info",
         "proc_name": f"relay-cluster:{network.port}",
+        "child_exit": _child_exit,
     }
+
+
+def _child_exit(server: object, worker: Any) -> None:
+    mark_worker_dead(worker.pid)
 
 
 class RelayServer(BaseApplication):  # type: ignore[misc]

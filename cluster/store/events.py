@@ -21,6 +21,15 @@ SAVE_SQL = (
     "SELECT relay_save_event(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
     " %s, %s, %s, %s, %s, %s, %s, %s)"
 )
+SAVE_BATCH_SQL = (
+    "SELECT relay_save_events(%s::bytea[], %s::bytea[], %s::bigint[], %s::integer[],"
+    " %s::text[], %s::bigint[], %s::integer[], %s::text[], %s::text[],"
+    " %s::integer[], %s::text[], %s::integer[], %s::text[],"
+    " %s::text[], %s::bigint[], %s::bigint[], %s::text[], %s::text[], %s::bigint[],"
+    " %s::bigint[], %s::text[])"
+)
+# Positions in save_parameters() of the ragged lists that travel flattened with counts.
+_RAGGED = (6, 8, 9)
 NO_PAYMENT = (None,) * 8
 PURGE_SQL = (
     "DELETE FROM events WHERE id IN ("
@@ -85,6 +94,19 @@ def save_parameters(request: SaveRequest) -> tuple[Any, ...]:
     )
 
 
+def batch_columns(rows: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
+    """Per-event parameter tuples → the parallel arrays relay_save_events takes (003)."""
+    columns: list[list[Any]] = []
+    for position in range(len(rows[0]) if rows else len(NO_PAYMENT) + 10):
+        values = [row[position] for row in rows]
+        if position in _RAGGED:
+            columns.append([len(value) for value in values])
+            columns.append([item for value in values for item in value])
+        else:
+            columns.append(values)
+    return columns
+
+
 class EventStore:
     """Narrow storage interface over PostgreSQL; every SQL string lives in cluster/store."""
 
@@ -96,15 +118,11 @@ class EventStore:
 
         Nothing is acknowledged until this returns, i.e. until the COMMIT succeeded.
         """
-        params = [save_parameters(item) for item in items]
-        outcomes: list[SaveOutcome] = []
-        async with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-            await cur.executemany(SAVE_SQL, params, returning=True)
-            while True:
-                row = await cur.fetchone()
-                outcomes.append(SaveOutcome(row[0] if row else "stored"))
-                if not cur.nextset():
-                    break
+        columns = batch_columns([save_parameters(item) for item in items])
+        async with self.pool.connection() as conn, conn.transaction():
+            cursor = await conn.execute(SAVE_BATCH_SQL, columns)
+            row = await cursor.fetchone()
+        outcomes = [SaveOutcome(value) for value in (row[0] if row else [])]
         if len(outcomes) != len(items):
             raise RuntimeError(f"saved {len(items)} events but got {len(outcomes)} outcomes")
         return outcomes

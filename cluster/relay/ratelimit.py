@@ -1,0 +1,433 @@
+"""Cluster-wide rate limits and connection counts in Redis, with a per-worker fallback.
+
+Every worker of every instance counts in the same Redis keys, so a client gets one budget
+however nginx spreads its connections. When Redis fails, each worker switches to an in-memory
+token bucket holding the limit divided by `fallback_workers` (neither failing open nor closed
+for everyone) and tries Redis again after `retry_after` seconds.
+
+Redis keys (to move into cluster/bus/constants.py):
+  <prefix>rl:<scope>:<subject>:<window_seconds>:<window index>   sliding-window counters
+  <prefix>rl:conn:<ip>                                           open connections per IP
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Annotated, Literal
+
+import msgspec
+import redis.asyncio as aioredis
+from msgspec import Meta
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
+
+NonNegative = Annotated[int, Meta(ge=0)]
+Positive = Annotated[int, Meta(ge=1)]
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Clock = Callable[[], float]
+
+# ---- settings ---------------------------------------------------------------------------------
+
+
+def _default_trusted_proxies() -> list[str]:
+    return ["127.0.0.1/32", "::1/128"]
+
+
+class RateLimitSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    events_per_minute_per_ip: NonNegative = 120
+    """EVENT messages one client IP may send per minute, cluster-wide; 0 disables the limit."""
+    events_per_minute_per_pubkey: NonNegative = 60
+    """Events one author pubkey may publish per minute, cluster-wide; 0 disables the limit."""
+    reqs_per_minute_per_ip: NonNegative = 120
+    """REQ and COUNT messages one client IP may send per minute, cluster-wide; 0 disables."""
+    connections_per_ip: NonNegative = 50
+    """WebSocket connections open at once from one client IP, cluster-wide; 0 disables."""
+    trusted_proxies: list[str] = msgspec.field(default_factory=_default_trusted_proxies)
+    """Peers (IPs or CIDRs) whose X-Forwarded-For is believed: the proxies in front (nginx)."""
+    fallback_workers: Positive = 8
+    """Workers assumed to share a limit while Redis is down; each then allows limit / this."""
+
+    def __post_init__(self) -> None:
+        for entry in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"rate_limits.trusted_proxies: '{entry}' is not an IP address or CIDR"
+                ) from None
+
+
+# ---- client address ---------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=16)
+def _networks(trusted: tuple[str, ...]) -> tuple[IpNetwork, ...]:
+    return tuple(ipaddress.ip_network(entry, strict=False) for entry in trusted)
+
+
+def _parse_ip(text: str) -> IpAddress | None:
+    """An address from a peer or X-Forwarded-For entry; tolerates `[v6]:port` and `v4:port`."""
+    text = text.strip()
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            return None
+        text = text[1:end]
+    elif text.count(":") == 1:
+        text = text.split(":", 1)[0]
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped  # `::ffff:1.2.3.4` from a dual-stack socket is 1.2.3.4
+    return address
+
+
+def _trusted(address: IpAddress, networks: tuple[IpNetwork, ...]) -> bool:
+    return any(address.version == network.version and address in network for network in networks)
+
+
+def client_ip(peer: str, forwarded_for: str | None, trusted_proxies: list[str]) -> str:
+    """The address to rate-limit: the peer, unless the peer is a trusted proxy.
+
+    Behind trusted proxies, X-Forwarded-For is read from the right (each proxy appends the
+    address it saw) and the right-most address that is not itself a trusted proxy is the
+    client; anything to its left was written by the client and may be forged. An unreadable
+    entry stops the walk at the trusted hop that reported it.
+    """
+    peer_address = _parse_ip(peer)
+    if peer_address is None:
+        return peer  # not an IP (e.g. a unix socket): nothing better to key on
+    networks = _networks(tuple(trusted_proxies))
+    if not forwarded_for or not _trusted(peer_address, networks):
+        return str(peer_address)
+    nearest = peer_address
+    for entry in reversed(forwarded_for.split(",")):
+        address = _parse_ip(entry)
+        if address is None:
+            break
+        if not _trusted(address, networks):
+            return str(address)
+        nearest = address
+    return str(nearest)
+
+
+def subject_of_ip(ip: str, ipv6_prefix: int = 64) -> str:
+    """Rate-limit subject for an address: IPv6 clients are grouped by their /64 (one site)."""
+    address = _parse_ip(ip)
+    if isinstance(address, ipaddress.IPv6Address):
+        return str(ipaddress.IPv6Network((address, ipv6_prefix), strict=False))
+    return ip if address is None else str(address)
+
+
+# ---- Redis keys and scripts -------------------------------------------------------------------
+
+
+def window_key(prefix: str, scope: str, subject: str, window_seconds: int, index: int) -> str:
+    return f"{prefix}rl:{scope}:{subject}:{window_seconds}:{index}"
+
+
+def connections_key(prefix: str, ip: str) -> str:
+    return f"{prefix}rl:conn:{ip}"
+
+
+# Sliding-window counter (the weighted sum of this and the previous fixed window), atomic.
+# A refused request is not counted, so a flooding client regains its budget as time passes.
+_SLIDING_WINDOW = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+local previous = tonumber(redis.call('GET', KEYS[2]) or '0')
+if math.floor(previous * tonumber(ARGV[2])) + current >= tonumber(ARGV[1]) then
+  return 0
+end
+if redis.call('INCR', KEYS[1]) == 1 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+end
+return 1
+"""
+
+# Connections: count up unless at the limit; the TTL is refreshed on every change so a key
+# leaked by a crashed worker disappears once the IP has been quiet for `ttl`.
+_ACQUIRE = """
+local n = redis.call('INCR', KEYS[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+if n > tonumber(ARGV[1]) then
+  redis.call('DECR', KEYS[1])
+  return 0
+end
+return 1
+"""
+
+_RELEASE = """
+local n = redis.call('DECR', KEYS[1])
+if n <= 0 then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+end
+return 1
+"""
+
+
+def redis_client(url: str, timeout: float = 0.25) -> aioredis.Redis:
+    """A client for limits: short timeouts and no retries, so a dead Redis costs one timeout
+    before the fallback takes over (redis-py's default retries for seconds)."""
+    return aioredis.Redis.from_url(
+        url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
+    )
+
+
+def fallback_limit(limit: int, fallback_workers: int) -> int:
+    """One worker's share of a cluster-wide limit; at least 1, so nobody is locked out."""
+    return max(1, limit // max(1, fallback_workers))
+
+
+# ---- in-memory fallback -----------------------------------------------------------------------
+
+
+class _Bucket:
+    __slots__ = ("tokens", "updated")
+
+    def __init__(self, tokens: float, updated: float) -> None:
+        self.tokens = tokens
+        self.updated = updated
+
+
+class TokenBuckets:
+    """Per-worker token buckets, one per key, least recently used forgotten beyond a cap.
+
+    A forgotten key starts again with a full bucket: the cap bounds memory, not fairness.
+    """
+
+    def __init__(self, max_entries: int = 100_000) -> None:
+        self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
+        self._max_entries = max_entries
+
+    def take(self, key: str, capacity: int, window_seconds: float, now: float) -> bool:
+        """Take one token from `key`'s bucket (refilled at capacity per window)."""
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = _Bucket(float(capacity), now)
+            self._buckets[key] = bucket
+            if len(self._buckets) > self._max_entries:
+                self._buckets.popitem(last=False)
+        else:
+            self._buckets.move_to_end(key)
+            elapsed = max(0.0, now - bucket.updated)
+            bucket.tokens = min(
+                float(capacity), bucket.tokens + elapsed * capacity / window_seconds
+            )
+            bucket.updated = now
+        if bucket.tokens >= 1.0:
+            bucket.tokens -= 1.0
+            return True
+        return False
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+
+class _RedisBreaker:
+    """After a Redis failure, skip Redis for `retry_after` seconds instead of paying a timeout
+    on every call; then the next call tries Redis again."""
+
+    def __init__(self, retry_after: float, clock: Clock) -> None:
+        self.retry_after = retry_after
+        self.clock = clock
+        self._retry_at: float | None = None
+        self._down = False
+        self.failures = 0
+
+    @property
+    def open(self) -> bool:
+        if self._retry_at is None:
+            return False
+        now = self.clock()
+        # A wall clock stepping backwards must not keep Redis skipped for longer than intended.
+        if now >= self._retry_at or self._retry_at - now > self.retry_after:
+            self._retry_at = None
+            return False
+        return True
+
+    def failed(self, exc: BaseException) -> None:
+        self.failures += 1
+        if not self._down:
+            log.warning("rate limits: Redis unavailable (%s); using per-worker fallback", exc)
+            self._down = True
+        self._retry_at = self.clock() + self.retry_after
+
+    def succeeded(self) -> None:
+        if self._down:
+            log.info("rate limits: Redis is back; cluster-wide limits again")
+            self._down = False
+        self._retry_at = None
+
+
+# ---- the limiter ------------------------------------------------------------------------------
+
+
+class RateLimiter:
+    """`allow(scope, subject, limit, window)`: a sliding window shared by the whole cluster."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        *,
+        prefix: str,
+        fallback_workers: int,
+        retry_after: float = 2.0,
+        clock: Clock = time.time,
+        max_fallback_entries: int = 100_000,
+    ) -> None:
+        self._redis = redis
+        self._script = redis.register_script(_SLIDING_WINDOW)
+        self._prefix = prefix
+        self._fallback_workers = fallback_workers
+        self._clock = clock
+        self._breaker = _RedisBreaker(retry_after, clock)
+        self._local = TokenBuckets(max_fallback_entries)
+        self.decisions: dict[str, int] = {
+            "redis_allowed": 0,
+            "redis_denied": 0,
+            "fallback_allowed": 0,
+            "fallback_denied": 0,
+        }
+
+    @property
+    def using_fallback(self) -> bool:
+        """True while Redis is being skipped after a failure."""
+        return self._breaker.open
+
+    async def allow(self, scope: str, subject: str, limit: int, window_seconds: int) -> bool:
+        """Count one action of `subject` in `scope`; False once `limit` per window is spent.
+
+        `limit` <= 0 means unlimited. Refused actions are not counted.
+        """
+        if limit <= 0:
+            return True
+        window_seconds = max(1, window_seconds)
+        now = self._clock()
+        if not self._breaker.open:
+            try:
+                allowed = await self._allow_redis(scope, subject, limit, window_seconds, now)
+            except (RedisError, OSError) as exc:
+                self._breaker.failed(exc)
+            else:
+                self._breaker.succeeded()
+                self.decisions["redis_allowed" if allowed else "redis_denied"] += 1
+                return allowed
+        local_limit = fallback_limit(limit, self._fallback_workers)
+        key = f"{scope}:{subject}:{window_seconds}"
+        allowed = self._local.take(key, local_limit, window_seconds, now)
+        self.decisions["fallback_allowed" if allowed else "fallback_denied"] += 1
+        return allowed
+
+    async def _allow_redis(
+        self, scope: str, subject: str, limit: int, window_seconds: int, now: float
+    ) -> bool:
+        index, offset = divmod(now, window_seconds)
+        previous_weight = 1.0 - offset / window_seconds
+        current = window_key(self._prefix, scope, subject, window_seconds, int(index))
+        previous = window_key(self._prefix, scope, subject, window_seconds, int(index) - 1)
+        result = await self._script(
+            keys=[current, previous],
+            args=[limit, f"{previous_weight:.6f}", window_seconds * 2000],
+        )
+        return bool(result)
+
+
+# ---- connections per IP -----------------------------------------------------------------------
+
+
+class ConnectionLease(msgspec.Struct, frozen=True):
+    """One counted connection; give it back to `ConnectionCounter.release` exactly once."""
+
+    ip: str
+    where: Literal["redis", "local", "unlimited"]
+
+
+class ConnectionCounter:
+    """Open connections per client IP, counted cluster-wide in Redis (per worker on failure).
+
+    A lease remembers where it was counted, so a connection opened while Redis was down is
+    released locally, and one counted in Redis is released there (if Redis is down by then,
+    the key's TTL cleans up).
+    """
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        *,
+        prefix: str,
+        limit: int,
+        fallback_workers: int,
+        ttl_seconds: int = 3600,
+        retry_after: float = 2.0,
+        clock: Clock = time.time,
+    ) -> None:
+        self._redis = redis
+        self._acquire = redis.register_script(_ACQUIRE)
+        self._release = redis.register_script(_RELEASE)
+        self._prefix = prefix
+        self._limit = limit
+        self._local_limit = fallback_limit(limit, fallback_workers)
+        self._ttl_ms = max(1, ttl_seconds) * 1000
+        self._breaker = _RedisBreaker(retry_after, clock)
+        self._local: dict[str, int] = {}
+
+    @property
+    def using_fallback(self) -> bool:
+        return self._breaker.open
+
+    def local_count(self, ip: str) -> int:
+        """Connections of `ip` this worker counted in memory (while Redis was down)."""
+        return self._local.get(ip, 0)
+
+    async def acquire(self, ip: str) -> ConnectionLease | None:
+        """A lease for one more connection from `ip`, or None when it is at its limit."""
+        if self._limit <= 0:
+            return ConnectionLease(ip, "unlimited")
+        if not self._breaker.open:
+            try:
+                result = await self._acquire(
+                    keys=[connections_key(self._prefix, ip)], args=[self._limit, self._ttl_ms]
+                )
+            except (RedisError, OSError) as exc:
+                self._breaker.failed(exc)
+            else:
+                self._breaker.succeeded()
+                return ConnectionLease(ip, "redis") if result else None
+        count = self._local.get(ip, 0)
+        if count >= self._local_limit:
+            return None
+        self._local[ip] = count + 1
+        return ConnectionLease(ip, "local")
+
+    async def release(self, lease: ConnectionLease) -> None:
+        """Give back the lease's connection; never raises (a Redis failure leaves it to TTL)."""
+        if lease.where == "local":
+            count = self._local.get(lease.ip, 0) - 1
+            if count > 0:
+                self._local[lease.ip] = count
+            else:
+                self._local.pop(lease.ip, None)
+        elif lease.where == "redis" and not self._breaker.open:
+            try:
+                await self._release(
+                    keys=[connections_key(self._prefix, lease.ip)], args=[self._ttl_ms]
+                )
+            except (RedisError, OSError) as exc:
+                self._breaker.failed(exc)
