@@ -10,7 +10,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta
@@ -148,6 +148,13 @@ class InfoSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """NIP-11 icon URL."""
 
 
+class LogSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    format: Literal["json", "text"] = "json"
+    """`json`: one object per line (for log shippers); `text`: for people at a terminal."""
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    """Lowest level written."""
+
+
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     network: NetworkSettings = NetworkSettings()
     database: DatabaseSettings = DatabaseSettings()
@@ -156,6 +163,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     info: InfoSettings = InfoSettings()
     pricing: PricingSettings = PricingSettings()
     dassie: DassieSettings = DassieSettings()
+    logging: LogSettings = LogSettings()
 
     def __post_init__(self) -> None:
         if self.pricing.any_priced and not self.dassie.url:

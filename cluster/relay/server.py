@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -10,6 +9,7 @@ from aiohttp import web
 from gunicorn.app.base import BaseApplication
 
 from cluster.config import Settings
+from cluster.logs import configure, logging_config
 from cluster.relay.app import create_app
 from cluster.relay.metrics import mark_worker_dead
 
@@ -31,6 +31,7 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
         "accesslog": None,
         "control_socket_disable": True,
         "loglevel": "info",
+        "logconfig_dict": logging_config(settings.logging.level, settings.logging.format),
         "proc_name": f"relay-cluster:{network.port}",
         "child_exit": _child_exit,
     }
@@ -62,5 +63,5 @@ class RelayServer(BaseApplication):  # type: ignore[misc]
 
 
 def serve(settings: Settings) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure(settings.logging.level, settings.logging.format)
     RelayServer(settings).run()
