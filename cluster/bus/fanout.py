@@ -22,10 +22,10 @@ import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from cluster import metrics
 from cluster.bus.constants import FIELD_EVENTS, FIELD_ORIGIN, FIELD_SENT_AT, events_stream
 from cluster.bus.dedup import RecentIds
 from cluster.nostr.event import Event, event_from_json
-from cluster.relay import metrics
 
 log = logging.getLogger(__name__)
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from cluster import metrics
 from cluster.nostr.event import Event
 from cluster.nostr.messages import (
     ClosedRefusal,
@@ -30,7 +31,6 @@ from cluster.nostr.messages import (
     notice_message,
     ok_message,
 )
-from cluster.relay import metrics
 from cluster.relay.context import RelayContext
 from cluster.relay.subscriptions import Subscription
 

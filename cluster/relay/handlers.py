@@ -10,6 +10,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import PoolTimeout
 
+from cluster import metrics
 from cluster.nostr.event import Event, encode_event, verify
 from cluster.nostr.messages import (
     AuthCommand,
@@ -27,7 +28,6 @@ from cluster.nostr.messages import (
 from cluster.nostr.rejection import Prefix, Rejection
 from cluster.payments.gate import PaidClaim, invalid_payment
 from cluster.payments.model import PaymentReason
-from cluster.relay import metrics
 from cluster.relay.connection import Connection
 from cluster.relay.context import RelayContext
 from cluster.relay.policies import first_rejection

@@ -9,7 +9,7 @@ import os
 import orjson
 from aiohttp import web
 
-from cluster.relay import metrics
+from cluster import metrics
 from cluster.relay.connection import Connection
 from cluster.relay.keys import CONNECTIONS_KEY, CONTEXT_KEY, SETTINGS_KEY
 

@@ -10,8 +10,8 @@ from gunicorn.app.base import BaseApplication
 
 from cluster.config import Settings
 from cluster.logs import configure, logging_config
+from cluster.metrics import mark_worker_dead
 from cluster.relay.app import create_app
-from cluster.relay.metrics import mark_worker_dead
 
 WORKER_CLASS = "aiohttp.GunicornUVLoopWebWorker"
 

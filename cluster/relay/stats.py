@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cluster.relay import metrics
+from cluster import metrics
 
 
 @dataclass

@@ -9,6 +9,7 @@ from typing import Any
 import msgspec
 from psycopg_pool import AsyncConnectionPool
 
+from cluster import metrics
 from cluster.nostr.deletion import deletion_targets
 from cluster.nostr.event import Event
 from cluster.nostr.filters import Filter
@@ -119,9 +120,10 @@ class EventStore:
         Nothing is acknowledged until this returns, i.e. until the COMMIT succeeded.
         """
         columns = batch_columns([save_parameters(item) for item in items])
-        async with self.pool.connection() as conn, conn.transaction():
-            cursor = await conn.execute(SAVE_BATCH_SQL, columns)
-            row = await cursor.fetchone()
+        with metrics.DB_QUERY.labels("save_batch").time():
+            async with self.pool.connection() as conn, conn.transaction():
+                cursor = await conn.execute(SAVE_BATCH_SQL, columns)
+                row = await cursor.fetchone()
         outcomes = [SaveOutcome(value) for value in (row[0] if row else [])]
         if len(outcomes) != len(items):
             raise RuntimeError(f"saved {len(items)} events but got {len(outcomes)} outcomes")
@@ -132,18 +134,20 @@ class EventStore:
         if not queryable(list(filters)):
             return []
         sql, params = build_select(list(filters), now)
-        async with self.pool.connection() as conn:
-            cursor = await conn.execute(sql.encode(), params)
-            rows = await cursor.fetchall()
+        with metrics.DB_QUERY.labels("query").time():
+            async with self.pool.connection() as conn:
+                cursor = await conn.execute(sql.encode(), params)
+                rows = await cursor.fetchall()
         return [row[0].encode() for row in rows]
 
     async def count(self, filters: Sequence[Filter], now: int) -> int:
         if not any(flt.can_match for flt in filters):
             return 0
         sql, params = build_count(list(filters), now)
-        async with self.pool.connection() as conn:
-            cursor = await conn.execute(sql.encode(), params)
-            row = await cursor.fetchone()
+        with metrics.DB_QUERY.labels("count").time():
+            async with self.pool.connection() as conn:
+                cursor = await conn.execute(sql.encode(), params)
+                row = await cursor.fetchone()
         return int(row[0]) if row else 0
 
     async def purge_expired(self, now: int, batch: int = 1000) -> int:
