@@ -95,7 +95,8 @@ class LimitSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_inflight_events: Positive = 64
     """EVENTs one connection may have in processing at once (more wait: backpressure)."""
     max_outbound_bytes: Positive = 100_000
-    """Live-event bytes queued for one slow client before it is closed with 1008."""
+    """Live-event bytes queued for a client whose socket is backed up before it is closed with
+    1008; keep it several times the largest event (max_message_bytes) you accept."""
 
 
 class PricingSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

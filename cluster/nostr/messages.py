@@ -84,7 +84,7 @@ def decode_client_message(raw: bytes | str, limits: MessageLimits) -> Command | 
         return NoticeRefusal(f"invalid: message exceeds {limits.max_message_bytes} bytes")
     try:
         message = _json_decoder.decode(raw)
-    except (msgspec.DecodeError, UnicodeDecodeError):
+    except (msgspec.DecodeError, UnicodeDecodeError, UnicodeEncodeError):
         return NoticeRefusal("invalid: message is not valid JSON")
     except RecursionError:
         return NoticeRefusal("invalid: message is nested too deeply")

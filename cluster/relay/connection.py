@@ -40,6 +40,8 @@ OWN_HIGH_WATER = 256 * 1024
 REFUSALS = (NoticeRefusal, OkRefusal, ClosedRefusal)
 SLOW_CLIENT_REASON = "Cannot keep up with event stream"
 PENDING_LIVE_MAX = 10_000
+HARD_CAP_FACTOR = 16
+TRANSPORT_BACKED_UP = 64 * 1024
 
 
 class ConnectionRegistry:
@@ -62,8 +64,15 @@ class ConnectionRegistry:
 
 
 class Connection:
-    def __init__(self, ws: web.WebSocketResponse, context: RelayContext, remote: str) -> None:
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        context: RelayContext,
+        remote: str,
+        transport: asyncio.Transport | None = None,
+    ) -> None:
         self.ws = ws
+        self.transport = transport
         self.context = context
         self.remote = remote
         self.subscriptions: dict[str, Subscription] = {}
@@ -111,7 +120,7 @@ class Connection:
     def _enqueue(self, data: bytes, *, live: bool) -> None:
         if self._closing:
             return
-        if live and self._live_bytes + len(data) > self.context.settings.limits.max_outbound_bytes:
+        if live and self._cannot_keep_up(len(data)):
             self.abort(WSCloseCode.POLICY_VIOLATION, SLOW_CLIENT_REASON)
             return
         self._outbox.append((data, live))
@@ -119,6 +128,21 @@ class Connection:
         if live:
             self._live_bytes += len(data)
         self._wakeup.set()
+
+    def _cannot_keep_up(self, incoming: int) -> bool:
+        """Past the cap, but only the client's fault if the socket itself is backed up.
+
+        A burst our own event loop has not written out yet is not the client being slow;
+        a full kernel/transport buffer is. A hard cap still bounds memory either way.
+        """
+        limit = self.context.settings.limits.max_outbound_bytes
+        queued = self._live_bytes + incoming
+        if queued <= limit:
+            return False
+        if queued > HARD_CAP_FACTOR * limit:
+            return True
+        transport = self.transport
+        return transport is None or transport.get_write_buffer_size() >= TRANSPORT_BACKED_UP
 
     async def write_loop(self) -> None:
         """The only place that writes to the socket."""

@@ -54,7 +54,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
         compress=False,
     )
     await ws.prepare(request)
-    connection = Connection(ws, context, request.remote or "unknown")
+    connection = Connection(ws, context, request.remote or "unknown", request.transport)
     connections = request.app[CONNECTIONS_KEY]
     connections.add(connection)
     context.stats.connected()

@@ -1,0 +1,59 @@
+"""Every YAML deployment file parses, with duplicate keys refused (PyYAML keeps the last one
+silently, which hides a broken edit)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.deploy import AKASH_SDL, COMPOSE_FILE, K8S_DIR, ROOT, load_yaml_documents
+
+
+def deployment_yaml_files() -> list[Path]:
+    files = sorted(K8S_DIR.rglob("*.yaml")) + sorted(K8S_DIR.rglob("*.yml"))
+    return [COMPOSE_FILE, AKASH_SDL, *files]
+
+
+def test_the_artefacts_exist() -> None:
+    for path in (
+        "Dockerfile",
+        ".dockerignore",
+        ".env.example",
+        "docker-compose.cluster.yml",
+        "nginx/compose.conf",
+        "akash/deploy.yaml",
+        "docs/DEPLOY.md",
+        "k8s/base/kustomization.yaml",
+        "k8s/datastores/kustomization.yaml",
+        "k8s/overlays/dev/kustomization.yaml",
+        "k8s/overlays/prod/kustomization.yaml",
+    ):
+        assert (ROOT / path).is_file(), f"{path} is missing"
+    assert len(deployment_yaml_files()) > 10
+
+
+@pytest.mark.parametrize(
+    "path", deployment_yaml_files(), ids=lambda path: str(path.relative_to(ROOT))
+)
+def test_every_yaml_file_parses(path: Path) -> None:
+    documents = load_yaml_documents(path.read_text())
+    assert documents, f"{path} holds no YAML document"
+    for document in documents:
+        assert isinstance(document, dict), f"{path}: a document is not a mapping"
+
+
+def test_a_duplicate_key_is_refused() -> None:
+    with pytest.raises(yaml.constructor.ConstructorError, match="duplicate key 'image'"):
+        load_yaml_documents("services:\n  relay:\n    image: a:1\n    image: b:2\n")
+
+
+def test_a_broken_document_is_refused() -> None:
+    with pytest.raises(yaml.YAMLError):
+        load_yaml_documents("services:\n  relay:\n    image: a:1\n   command: [serve\n")
+
+
+def test_merge_keys_may_be_overridden() -> None:
+    (document,) = load_yaml_documents("x: &x {a: 1, b: 2}\ny:\n  <<: *x\n  b: 3\n")
+    assert document["y"] == {"a": 1, "b": 3}
