@@ -6,6 +6,7 @@ Environment overrides are named after the nesting: `RELAY_LIMITS__MAX_LIMIT=100`
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -37,6 +38,8 @@ class NetworkSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """gunicorn worker processes per instance."""
     public_url: str = ""
     """The ws(s):// URL clients use (NIP-11, NIP-42); empty means derived from host and port."""
+    metrics_token: str = ""
+    """If set, GET /metrics requires `Authorization: Bearer <token>` (env only, like secrets)."""
     ping_interval: Seconds = 30.0
     """Seconds between WebSocket pings to idle clients (dead peers are closed)."""
     idle_timeout: Seconds = 600.0
@@ -149,6 +152,50 @@ class InfoSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """NIP-11 icon URL."""
 
 
+def _default_trusted_proxies() -> list[str]:
+    return ["127.0.0.1/32", "::1/128"]
+
+
+class RateLimitSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    events_per_minute_per_ip: NonNegative = 120
+    """EVENT messages one client IP may send per minute, cluster-wide; 0 disables the limit."""
+    events_per_minute_per_pubkey: NonNegative = 60
+    """Events one author pubkey may publish per minute, cluster-wide; 0 disables the limit."""
+    reqs_per_minute_per_ip: NonNegative = 120
+    """REQ and COUNT messages one client IP may send per minute, cluster-wide; 0 disables."""
+    connections_per_ip: NonNegative = 50
+    """WebSocket connections open at once from one client IP, cluster-wide; 0 disables."""
+    trusted_proxies: list[str] = msgspec.field(default_factory=_default_trusted_proxies)
+    """Peers (IPs or CIDRs) whose X-Forwarded-For is believed: the proxies in front (nginx)."""
+    fallback_workers: Positive = 8
+    """Workers assumed to share a limit while Redis is down; each then allows limit / this."""
+    exempt: list[str] = msgspec.field(default_factory=_default_trusted_proxies)
+    """Client addresses (IPs or CIDRs) never rate-limited: loopback tools and load tests."""
+
+    def __post_init__(self) -> None:
+        for entry in [*self.trusted_proxies, *self.exempt]:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"rate_limits: '{entry}' is not an IP address or CIDR") from None
+
+
+class AuthSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    required_for_writes: bool = False
+    """EVENTs are refused (`auth-required:`) until the connection has authenticated (NIP-42)."""
+    restrict_dm_reads: bool = True
+    """DM kinds (4, 1059) are served only to their author or a p-tagged recipient (NIP-42)."""
+    window: Positive = 600
+    """Seconds an AUTH event's created_at may differ from now."""
+
+
+class PolicySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    min_pow_difficulty: NonNegative = 0
+    """NIP-13: leading zero bits an event id needs (0: no proof of work required)."""
+    accept_protected: bool = True
+    """NIP-70: accept `["-"]`-tagged events from their authenticated author (else refuse all)."""
+
+
 class LogSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     format: Literal["json", "text"] = "json"
     """`json`: one object per line (for log shippers); `text`: for people at a terminal."""
@@ -165,6 +212,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     pricing: PricingSettings = PricingSettings()
     dassie: DassieSettings = DassieSettings()
     logging: LogSettings = LogSettings()
+    rate_limits: RateLimitSettings = RateLimitSettings()
+    auth: AuthSettings = AuthSettings()
+    policy: PolicySettings = PolicySettings()
 
     def __post_init__(self) -> None:
         if self.pricing.any_priced and not self.dassie.url:
@@ -191,13 +241,23 @@ def _set_path(tree: dict[str, Any], path: list[str], value: str) -> None:
     node[path[-1]] = value
 
 
+def _env_value(name: str, value: str) -> Any:
+    """Lists and tables come as JSON (`RELAY_RATE_LIMITS__EXEMPT='["10.0.0.0/8"]'`)."""
+    if value.startswith(("[", "{")):
+        try:
+            return msgspec.json.decode(value)
+        except msgspec.DecodeError as exc:
+            raise ConfigError(f"{name}: not valid JSON: {exc}") from exc
+    return value
+
+
 def environment_overrides(env: Mapping[str, str]) -> dict[str, Any]:
     """Turn RELAY_SECTION__KEY variables (and DATABASE_URL, REDIS_URL) into a settings tree."""
     tree: dict[str, Any] = {}
     for name, value in env.items():
         if name.startswith(ENV_PREFIX) and "__" in name:
             path = [part.lower() for part in name[len(ENV_PREFIX) :].split("__")]
-            _set_path(tree, path, value)
+            _set_path(tree, path, _env_value(name, value))
     if env.get("DATABASE_URL"):
         _set_path(tree, ["database", "url"], env["DATABASE_URL"])
     if env.get("REDIS_URL"):

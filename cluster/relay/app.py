@@ -19,10 +19,12 @@ from cluster.payments.dassie import DassieClient
 from cluster.payments.gate import PaymentGate
 from cluster.payments.outbox import OutboxForwarder
 from cluster.payments.pricing import Pricing
+from cluster.relay.access import AccessControl
 from cluster.relay.connection import ConnectionRegistry
 from cluster.relay.context import RelayContext, message_limits
 from cluster.relay.keys import CONNECTIONS_KEY, CONTEXT_KEY, SETTINGS_KEY
 from cluster.relay.policies import default_policies
+from cluster.relay.ratelimit import ConnectionCounter, RateLimiter, redis_client
 from cluster.relay.routes import add_routes
 from cluster.relay.subscriptions import SubscriptionIndex
 from cluster.store.events import EventStore
@@ -47,6 +49,19 @@ async def _relay_context(app: web.Application) -> AsyncIterator[None]:
         settings.redis.url, settings.redis.key_prefix, settings.redis.stream_maxlen, index.dispatch
     )
     await bus.start()
+    limits_redis = redis_client(settings.redis.url)
+    rate_limits = settings.rate_limits
+    limiter = RateLimiter(
+        limits_redis,
+        prefix=settings.redis.key_prefix,
+        fallback_workers=rate_limits.fallback_workers,
+    )
+    counter = ConnectionCounter(
+        limits_redis,
+        prefix=settings.redis.key_prefix,
+        limit=rate_limits.connections_per_ip,
+        fallback_workers=rate_limits.fallback_workers,
+    )
     context = RelayContext(
         settings=settings,
         store=store,
@@ -55,6 +70,8 @@ async def _relay_context(app: web.Application) -> AsyncIterator[None]:
         index=index,
         limits=message_limits(settings),
         pricing=Pricing(settings.pricing, pool),
+        access=AccessControl(settings, limiter),
+        connection_counter=counter,
         policies=default_policies(settings.limits),
     )
     async with contextlib.AsyncExitStack() as payments:
@@ -64,6 +81,7 @@ async def _relay_context(app: web.Application) -> AsyncIterator[None]:
         yield
     await writer.close()
     await bus.close()
+    await limits_redis.aclose()
     await pool.close()
 
 

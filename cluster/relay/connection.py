@@ -25,12 +25,14 @@ from cluster.nostr.messages import (
     NoticeRefusal,
     OkRefusal,
     Refusal,
+    auth_challenge_message,
     closed_message,
     decode_client_message,
     event_message,
     notice_message,
     ok_message,
 )
+from cluster.relay.access import AccessState
 from cluster.relay.context import RelayContext
 from cluster.relay.subscriptions import Subscription
 
@@ -68,13 +70,13 @@ class Connection:
         self,
         ws: web.WebSocketResponse,
         context: RelayContext,
-        remote: str,
+        access: AccessState,
         transport: asyncio.Transport | None = None,
     ) -> None:
         self.ws = ws
         self.transport = transport
         self.context = context
-        self.remote = remote
+        self.access = access
         self.subscriptions: dict[str, Subscription] = {}
         # Live events that arrive while a subscription's stored events are still being sent.
         self.pending_live: dict[Subscription, list[tuple[str, bytes]]] = {}
@@ -105,6 +107,8 @@ class Connection:
     def deliver(self, subscription: Subscription, event: Event, event_json: bytes) -> None:
         """Live delivery from the subscription index (never blocks the caller)."""
         if self.subscriptions.get(subscription.sub_id) is not subscription:
+            return
+        if not self.context.access.may_see(self.access, event):
             return
         message = event_message(subscription.sub_id, event_json)
         pending = self.pending_live.get(subscription)
@@ -227,6 +231,12 @@ class Connection:
                 self._refuse_during_shutdown(command)
             else:
                 await HANDLERS[type(command)](self, command)
+
+    def offer_auth(self) -> None:
+        """Send our NIP-42 challenge (once): before the first `auth-required:` answer."""
+        if not self.access.challenge_sent:
+            self.access.challenge_sent = True
+            self.send(auth_challenge_message(self.access.challenge))
 
     def _refuse_during_shutdown(self, command: Command) -> None:
         """Every EVENT still gets an answer while the worker drains: retry elsewhere."""

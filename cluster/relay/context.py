@@ -14,7 +14,9 @@ from cluster.nostr.nip11 import information_document
 from cluster.payments.gate import PaymentGate
 from cluster.payments.outbox import OutboxForwarder
 from cluster.payments.pricing import PriceTable, Pricing
+from cluster.relay.access import AccessControl
 from cluster.relay.policies import Policy
+from cluster.relay.ratelimit import ConnectionCounter
 from cluster.relay.stats import RelayStats
 from cluster.relay.subscriptions import SubscriptionIndex
 from cluster.store.events import EventStore
@@ -44,6 +46,8 @@ class RelayContext:
     index: SubscriptionIndex
     limits: MessageLimits
     pricing: Pricing
+    access: AccessControl
+    connection_counter: ConnectionCounter | None = None
     payments: PaymentGate | None = None
     outbox: OutboxForwarder | None = None
     policies: list[Policy] = field(default_factory=list)

@@ -11,7 +11,8 @@ import psycopg
 from psycopg_pool import PoolTimeout
 
 from cluster import metrics
-from cluster.nostr.event import Event, encode_event, verify
+from cluster.nostr.auth import check_auth_event
+from cluster.nostr.event import Event, encode_event, event_from_json, verify
 from cluster.nostr.messages import (
     AuthCommand,
     CloseCommand,
@@ -57,14 +58,26 @@ def answer(connection: Connection, event_id: str, accepted: bool, message: str) 
     connection.send(ok_message(event_id, accepted, message))
 
 
+def refuse_subscription(connection: Connection, sub_id: str, refusal: Rejection) -> None:
+    if refusal.prefix is Prefix.AUTH_REQUIRED:
+        connection.offer_auth()
+    connection.send(closed_message(sub_id, refusal.text))
+
+
 async def handle_event(connection: Connection, command: Any) -> None:
     """Verify, apply policy, check payment, store (group commit), answer OK only after commit,
     then fan out."""
     started = time.perf_counter()
     event = command.event
     context = connection.context
-    rejection = verify(event) or first_rejection(context.policies, event, int(time.time()))
+    rejection = (
+        verify(event)
+        or first_rejection(context.policies, event, int(time.time()))
+        or await context.access.check_write(connection.access, event)
+    )
     if rejection is not None:
+        if rejection.prefix is Prefix.AUTH_REQUIRED:
+            connection.offer_auth()
         answer(connection, event.id, False, rejection.text)
         return
     event_json = encode_event(event)
@@ -125,6 +138,10 @@ async def handle_req(connection: Connection, command: Any) -> None:
     context = connection.context
     sub_id = command.sub_id
     connection.drop_subscription(sub_id)  # NIP-01: a REQ overwrites its id's subscription
+    refusal = await context.access.check_read(connection.access, command.filters)
+    if refusal is not None:
+        refuse_subscription(connection, sub_id, refusal)
+        return
     if len(connection.subscriptions) >= context.settings.limits.max_subscriptions:
         connection.send(
             closed_message(
@@ -143,6 +160,10 @@ async def handle_req(connection: Connection, command: Any) -> None:
         connection.drop_subscription(sub_id)
         connection.send(closed_message(sub_id, f"{Prefix.ERROR}: could not query stored events"))
         return
+    if context.access.must_screen_dms(command.filters):
+        rows = [
+            row for row in rows if context.access.may_see(connection.access, event_from_json(row))
+        ]
     for row in rows:
         await connection.send_and_wait(event_message(sub_id, row))
     connection.send(eose_message(sub_id))
@@ -161,6 +182,10 @@ def _event_id_of(row: bytes) -> str:
 
 async def handle_count(connection: Connection, command: Any) -> None:
     assert isinstance(command, CountCommand)
+    refusal = await connection.context.access.check_read(connection.access, command.filters)
+    if refusal is not None:
+        refuse_subscription(connection, command.sub_id, refusal)
+        return
     try:
         total = await connection.context.store.count(command.filters, int(time.time()))
     except QUERY_FAILURES as exc:
@@ -179,13 +204,22 @@ async def handle_close(connection: Connection, command: Any) -> None:
 
 
 async def handle_auth(connection: Connection, command: Any) -> None:
+    """NIP-42: a signed kind-22242 event naming our challenge and URL authenticates its key."""
     assert isinstance(command, AuthCommand)
-    answer(
-        connection,
-        command.event.id,
-        False,
-        f"{Prefix.RESTRICTED}: authentication is not enabled on this relay",
+    event = command.event
+    settings = connection.context.settings
+    rejection = check_auth_event(
+        event,
+        connection.access.challenge,
+        settings.relay_url,
+        int(time.time()),
+        settings.auth.window,
     )
+    if rejection is not None:
+        answer(connection, event.id, False, rejection.text)
+        return
+    connection.access.authenticate(event.pubkey)
+    answer(connection, event.id, True, "")
 
 
 HANDLERS: dict[type, Callable[[Connection, Any], Awaitable[None]]] = {

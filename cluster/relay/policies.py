@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from cluster.config import LimitSettings
 from cluster.nostr.event import Event
+from cluster.nostr.kinds import AUTH
 from cluster.nostr.rejection import Rejection, invalid
 
 Policy = Callable[[Event, int], Rejection | None]
@@ -53,8 +54,16 @@ def reject_expired(event: Event, now: int) -> Rejection | None:
     return None
 
 
+def reject_auth_events(event: Event, now: int) -> Rejection | None:
+    """NIP-42: kind 22242 is for the AUTH message only, never stored or broadcast."""
+    if event.kind == AUTH:
+        return invalid("kind 22242 is only accepted in an AUTH message")
+    return None
+
+
 def default_policies(limits: LimitSettings) -> list[Policy]:
     return [
+        reject_auth_events,
         max_tags(limits.max_event_tags),
         max_content_length(limits.max_content_length),
         created_at_window(limits.created_at_past, limits.created_at_future),

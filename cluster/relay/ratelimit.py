@@ -18,54 +18,19 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Annotated, Literal
+from typing import Literal
 
 import msgspec
 import redis.asyncio as aioredis
-from msgspec import Meta
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 log = logging.getLogger(__name__)
 
-NonNegative = Annotated[int, Meta(ge=0)]
-Positive = Annotated[int, Meta(ge=1)]
-
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Clock = Callable[[], float]
-
-# ---- settings ---------------------------------------------------------------------------------
-
-
-def _default_trusted_proxies() -> list[str]:
-    return ["127.0.0.1/32", "::1/128"]
-
-
-class RateLimitSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    events_per_minute_per_ip: NonNegative = 120
-    """EVENT messages one client IP may send per minute, cluster-wide; 0 disables the limit."""
-    events_per_minute_per_pubkey: NonNegative = 60
-    """Events one author pubkey may publish per minute, cluster-wide; 0 disables the limit."""
-    reqs_per_minute_per_ip: NonNegative = 120
-    """REQ and COUNT messages one client IP may send per minute, cluster-wide; 0 disables."""
-    connections_per_ip: NonNegative = 50
-    """WebSocket connections open at once from one client IP, cluster-wide; 0 disables."""
-    trusted_proxies: list[str] = msgspec.field(default_factory=_default_trusted_proxies)
-    """Peers (IPs or CIDRs) whose X-Forwarded-For is believed: the proxies in front (nginx)."""
-    fallback_workers: Positive = 8
-    """Workers assumed to share a limit while Redis is down; each then allows limit / this."""
-
-    def __post_init__(self) -> None:
-        for entry in self.trusted_proxies:
-            try:
-                ipaddress.ip_network(entry, strict=False)
-            except ValueError:
-                raise ValueError(
-                    f"rate_limits.trusted_proxies: '{entry}' is not an IP address or CIDR"
-                ) from None
-
 
 # ---- client address ---------------------------------------------------------------------------
 

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import os
 
 import orjson
 from aiohttp import web
 
 from cluster import metrics
+from cluster.relay.access import AccessState
 from cluster.relay.connection import Connection
+from cluster.relay.context import RelayContext
 from cluster.relay.keys import CONNECTIONS_KEY, CONTEXT_KEY, SETTINGS_KEY
+from cluster.relay.ratelimit import client_ip, subject_of_ip
 
 NIP11_TYPE = "application/nostr+json"
 CORS_HEADERS = {
@@ -43,8 +47,32 @@ async def preflight(request: web.Request) -> web.Response:
     return web.Response(status=204, headers=CORS_HEADERS)
 
 
-async def websocket(request: web.Request) -> web.WebSocketResponse:
+async def websocket(request: web.Request) -> web.StreamResponse:
     context = request.app[CONTEXT_KEY]
+    settings = context.settings
+    ip = client_ip(
+        request.remote or "",
+        request.headers.get("X-Forwarded-For"),
+        settings.rate_limits.trusted_proxies,
+    )
+    access = context.access.state_for(ip)
+    lease = None
+    if not access.exempt and context.connection_counter is not None:
+        lease = await context.connection_counter.acquire(subject_of_ip(ip))
+        if lease is None:
+            return web.Response(
+                status=429, text="rate-limited: too many connections from your address\n"
+            )
+    try:
+        return await _serve_websocket(request, context, access)
+    finally:
+        if lease is not None and context.connection_counter is not None:
+            await context.connection_counter.release(lease)
+
+
+async def _serve_websocket(
+    request: web.Request, context: RelayContext, access: AccessState
+) -> web.WebSocketResponse:
     settings = context.settings
     ws = web.WebSocketResponse(
         heartbeat=settings.network.ping_interval,
@@ -54,7 +82,9 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
         compress=False,
     )
     await ws.prepare(request)
-    connection = Connection(ws, context, request.remote or "unknown", request.transport)
+    connection = Connection(ws, context, access, request.transport)
+    if settings.auth.required_for_writes:
+        connection.offer_auth()  # NIP-42: every write needs it, so offer it up front
     connections = request.app[CONNECTIONS_KEY]
     connections.add(connection)
     context.stats.connected()
@@ -98,6 +128,11 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def prometheus_metrics(request: web.Request) -> web.Response:
+    token = request.app[SETTINGS_KEY].network.metrics_token
+    if token:
+        offered = request.headers.get("Authorization", "").removeprefix("Bearer ").encode()
+        if not hmac.compare_digest(offered, token.encode()):
+            return web.Response(status=401, text="metrics need Authorization: Bearer <token>\n")
     body, content_type = metrics.render()
     return web.Response(body=body, headers={"Content-Type": content_type})
 

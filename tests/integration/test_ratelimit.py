@@ -11,10 +11,10 @@ import msgspec
 import pytest
 import redis.asyncio as aioredis
 
+from cluster.config import RateLimitSettings
 from cluster.relay.ratelimit import (
     ConnectionCounter,
     RateLimiter,
-    RateLimitSettings,
     TokenBuckets,
     client_ip,
     connections_key,

@@ -1,0 +1,117 @@
+"""Who may do what on a connection: NIP-42 AUTH state, write and read access, rate limits.
+
+The pure rules live in cluster/nostr (auth, pow, protected, dm_access); this module applies them
+with what only the connection knows (its authenticated keys, its client address).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from cluster.config import Settings
+from cluster.nostr.auth import auth_required, new_challenge
+from cluster.nostr.dm_access import DM_KINDS, filter_may_match_dms, filter_needs_auth, may_read
+from cluster.nostr.event import Event
+from cluster.nostr.filters import Filter
+from cluster.nostr.pow import check_pow
+from cluster.nostr.protected import check_protected, is_protected
+from cluster.nostr.rejection import Rejection, blocked, rate_limited
+from cluster.relay.ratelimit import RateLimiter, subject_of_ip
+
+MINUTE = 60
+
+
+@dataclass
+class AccessState:
+    """Per connection: the client's address, its AUTH challenge and authenticated keys."""
+
+    client_ip: str
+    exempt: bool
+    challenge: str = field(default_factory=new_challenge)
+    challenge_sent: bool = False
+    authenticated: frozenset[str] = frozenset()
+
+    def authenticate(self, pubkey: str) -> None:
+        self.authenticated = self.authenticated | {pubkey}
+
+
+@dataclass
+class AccessControl:
+    """The worker's access rules, built once from the settings."""
+
+    settings: Settings
+    limiter: RateLimiter | None
+
+    @cached_property
+    def _exempt_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        return [ipaddress.ip_network(n, strict=False) for n in self.settings.rate_limits.exempt]
+
+    def is_exempt(self, ip: str) -> bool:
+        try:
+            address = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        return any(address in network for network in self._exempt_networks)
+
+    def state_for(self, ip: str) -> AccessState:
+        return AccessState(client_ip=ip, exempt=self.is_exempt(ip))
+
+    async def check_write(self, state: AccessState, event: Event) -> Rejection | None:
+        """AUTH for writes, NIP-13 proof of work, NIP-70 protection, then rate limits."""
+        if self.settings.auth.required_for_writes and not state.authenticated:
+            return auth_required("this relay requires authentication (NIP-42) to publish")
+        policy = self.settings.policy
+        if policy.min_pow_difficulty:
+            rejection = check_pow(event, policy.min_pow_difficulty)
+            if rejection is not None:
+                return rejection
+        if is_protected(event):
+            if not policy.accept_protected:
+                return blocked("protected events (NIP-70) are not accepted here")
+            rejection = check_protected(event, state.authenticated)
+            if rejection is not None:
+                return rejection
+        return await self._limit_events(state, event)
+
+    async def _limit_events(self, state: AccessState, event: Event) -> Rejection | None:
+        if self.limiter is None or state.exempt:
+            return None
+        limits = self.settings.rate_limits
+        ip_subject = subject_of_ip(state.client_ip)
+        if not await self.limiter.allow(
+            "event-ip", ip_subject, limits.events_per_minute_per_ip, MINUTE
+        ):
+            return rate_limited("too many events from your address, slow down")
+        if not await self.limiter.allow(
+            "event-pubkey", event.pubkey, limits.events_per_minute_per_pubkey, MINUTE
+        ):
+            return rate_limited("too many events from this pubkey, slow down")
+        return None
+
+    async def check_read(self, state: AccessState, filters: tuple[Filter, ...]) -> Rejection | None:
+        """REQ/COUNT: DM kinds need AUTH when restricted; then the per-address REQ limit."""
+        if (
+            self.settings.auth.restrict_dm_reads
+            and not state.authenticated
+            and any(filter_needs_auth(flt) for flt in filters)
+        ):
+            return auth_required("direct messages are served only to their participants")
+        if self.limiter is None or state.exempt:
+            return None
+        limit = self.settings.rate_limits.reqs_per_minute_per_ip
+        if not await self.limiter.allow("req-ip", subject_of_ip(state.client_ip), limit, MINUTE):
+            return rate_limited("too many subscriptions from your address, slow down")
+        return None
+
+    def must_screen_dms(self, filters: tuple[Filter, ...]) -> bool:
+        """Whether results of these filters could include DMs that need a per-event check."""
+        return self.settings.auth.restrict_dm_reads and any(
+            filter_may_match_dms(flt) for flt in filters
+        )
+
+    def may_see(self, state: AccessState, event: Event) -> bool:
+        if not self.settings.auth.restrict_dm_reads or event.kind not in DM_KINDS:
+            return True
+        return may_read(event, state.authenticated)
