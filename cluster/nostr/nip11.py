@@ -8,7 +8,7 @@ from cluster import __version__
 from cluster.config import Settings
 from cluster.payments.pricing import PriceTable
 
-SUPPORTED_NIPS = [1, 9, 11, 40, 45]
+SUPPORTED_NIPS = [1, 9, 11, 13, 40, 42, 45, 70]
 SOFTWARE = "relay-cluster"
 
 
@@ -29,17 +29,18 @@ def information_document(settings: Settings, prices: PriceTable | None = None) -
             "max_subid_length": limits.max_subid_length,
             "max_event_tags": limits.max_event_tags,
             "max_content_length": limits.max_content_length,
-            "min_pow_difficulty": 0,
-            "auth_required": False,
+            "min_pow_difficulty": settings.policy.min_pow_difficulty,
+            "auth_required": settings.auth.required_for_writes,
             "payment_required": bool(prices and prices.requires_payment),
-            "restricted_writes": False,
+            "restricted_writes": settings.auth.required_for_writes
+            or bool(prices and prices.requires_payment)
+            or settings.policy.min_pow_difficulty > 0,
             "created_at_lower_limit": limits.created_at_past,
             "created_at_upper_limit": limits.created_at_future,
         },
     }
     if prices is not None and prices.requires_payment:
         document["fees"] = {"publication": prices.publication_fees()}
-        document["supported_nips"] = sorted({*SUPPORTED_NIPS})
     for key in ("pubkey", "contact", "icon"):
         value = getattr(info, key)
         if value:
