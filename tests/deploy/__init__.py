@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import ipaddress
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 import yaml
 
 from cluster.cli import build_parser
+from cluster.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -170,3 +172,21 @@ def env_list_to_dict(entries: Sequence[str]) -> dict[str, str]:
             raise ValueError(f"environment entry {entry!r} is not KEY=value")
         result[key] = value
     return result
+
+
+PROXY_ADDRESSES = ("10.244.1.7", "172.18.0.3", "192.168.32.4", "100.64.3.2")
+"""Where the proxy in front of the relays connects from: Docker networks, pod networks
+(including CGNAT-range CNIs), provider clusters."""
+
+
+def untrusted_proxy_addresses(settings: Settings) -> list[str]:
+    """The proxy addresses whose X-Forwarded-For the relay would ignore (then every client
+    behind the proxy shares one per-IP rate limit)."""
+    networks = [
+        ipaddress.ip_network(net, strict=False) for net in settings.rate_limits.trusted_proxies
+    ]
+    return [
+        address
+        for address in PROXY_ADDRESSES
+        if not any(ipaddress.ip_address(address) in network for network in networks)
+    ]

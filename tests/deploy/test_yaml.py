@@ -57,3 +57,19 @@ def test_a_broken_document_is_refused() -> None:
 def test_merge_keys_may_be_overridden() -> None:
     (document,) = load_yaml_documents("x: &x {a: 1, b: 2}\ny:\n  <<: *x\n  b: 3\n")
     assert document["y"] == {"a": 1, "b": 3}
+
+
+def test_the_deployment_guide_walks_through_every_target() -> None:
+    guide = (ROOT / "docs" / "DEPLOY.md").read_text()
+    headings = [line for line in guide.splitlines() if line.startswith("#")]
+    for heading in ("## Docker Compose", "## Kubernetes", "## Akash Network", "### Cost"):
+        assert heading in headings, heading
+    for topic in ("### Updating", "### Update", "### Production", "### Deploy"):
+        assert topic in headings, topic
+    for command in (
+        "docker compose up -d --build",
+        "kubectl apply -k k8s/overlays/prod",
+        "provider-services tx deployment create",
+        "provider-services tx deployment update",
+    ):
+        assert command in guide, command

@@ -1,0 +1,176 @@
+"""Fast checks that the load tools still run: tiny loads against real relay processes.
+
+The performance targets themselves are checked by `python -m loadtest.bench`, not here.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from loadtest import generator
+from loadtest.bench import rate_limit_overrides
+from tests.services import (
+    LedgerProcess,
+    RelayProcess,
+    create_database,
+    drop_database,
+    unique_name,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+PAID_KIND, PRICE = 4242, 10
+
+
+def assert_sane(result: dict[str, Any], key: str = "latency_ms") -> None:
+    assert result["error_count"] == 0, result["errors"]
+    latency = result[key]
+    assert latency["count"] > 0
+    assert 0 < latency["p50"] <= latency["p95"] <= latency["p99"] <= latency["max"]
+
+
+async def test_generator_publish_delivery_query_hold(relay: RelayProcess) -> None:
+    published = await generator.run_publish(
+        relay.url, rate=40, duration=1.0, connections=2, sources=4, drain=5
+    )
+    assert_sane(published)
+    assert published["accepted"] == published["offered"] == 40
+    assert published["achieved_rate"] > 0
+
+    delivered = await generator.run_delivery(
+        relay.url, rate=20, duration=1.0, subscribers=6, fanout=3, publishers=2, sources=4
+    )
+    assert_sane(delivered)
+    assert delivered["delivered"] == delivered["expected_deliveries"] == 20 * 3
+
+    queried = await generator.run_query(
+        relay.url, rate=20, duration=1.0, connections=2, sources=4, drain=5
+    )
+    assert_sane(queried)
+    assert queried["answered"] == 20
+
+    held = await generator.run_hold(
+        relay.url,
+        connections=8,
+        subs=3,
+        hold=0.2,
+        sources=4,
+        live_rate=10,
+        live_duration=1.0,
+        live_subscribers=4,
+        live_fanout=2,
+    )
+    assert held["error_count"] == 0, held["errors"]
+    assert held["alive_at_end"] == held["opened"] == 8
+    assert held["subscriptions"] == 24
+    assert_sane(held["live"])
+
+
+def test_generator_cli_writes_json(relay: RelayProcess, tmp_path: Path) -> None:
+    out = tmp_path / "publish.json"
+    completed = subprocess.run(
+        [sys.executable, "-m", "loadtest.generator", "publish", "--url", relay.url,
+         "--rate", "30", "--duration", "1", "--connections", "2", "--sources", "2",
+         "--json-out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr
+    result = json.loads(out.read_text())
+    assert_sane(result)
+    assert result["accepted"] == 30
+
+
+def test_generator_refuses_other_hosts() -> None:
+    with pytest.raises(generator.LoadTestError, match="loopback"):
+        generator.require_loopback("ws://192.0.2.1:8080")
+
+
+def test_locustfile_runs_headless(relay: RelayProcess, tmp_path: Path) -> None:
+    prefix = tmp_path / "locust"
+    env = {**os.environ, "LOCUST_IDLE_SUBS": "2", "LOCUST_FREE_RATE": "5", "LOCUST_SOURCES": "4"}
+    completed = subprocess.run(
+        [sys.executable, "-m", "locust", "-f", str(REPO / "loadtest" / "locustfile.py"),
+         "--headless", "-u", "5", "-r", "5", "--run-time", "3s", "--host", relay.url,
+         "--csv", str(prefix), "--only-summary", "--stop-timeout", "2",
+         "FreePublisher", "StampedPublisher", "DeliverySubscriber", "IdleHolder", "QueryUser"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=90, check=False,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    with Path(f"{prefix}_stats.csv").open() as handle:
+        rows = {(row["Type"], row["Name"]): row for row in csv.DictReader(handle)}
+    published = rows[("EVENT", "kind 1 (free)")]
+    assert int(published["Request Count"]) > 0
+    assert int(published["Failure Count"]) == 0
+    assert int(rows[("", "Aggregated")]["Failure Count"]) == 0
+    assert any(kind == "REQ" and int(row["Request Count"]) > 0 for (kind, _), row in rows.items())
+
+
+@pytest.fixture(scope="module")
+def paid_stack(
+    postgres_server_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[RelayProcess, LedgerProcess, str]]:
+    """Its own database, a ledger and a one-worker relay pricing kind 4242: the bench fills it."""
+    name = unique_name("relay_bench")
+    database_url = create_database(postgres_server_url, name)
+    logs = tmp_path_factory.mktemp("bench-stack")
+    ledger = LedgerProcess(database_url, logs / "ledger.log", token=secrets.token_hex(24))
+    relay: RelayProcess | None = None
+    try:
+        ledger.start()
+        env = {
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_url,
+            "RELAY_REDIS__KEY_PREFIX": unique_name("bench") + ":",
+            "RELAY_PRICING": f"{PAID_KIND}:{PRICE}",
+            "DASSIE_RPC_URL": ledger.url,
+            "DASSIE_RPC_TOKEN": ledger.token,
+            **rate_limit_overrides(),
+        }
+        relay = RelayProcess(env, workers=1, log_path=logs / "relay.log")
+        relay.start()
+        yield relay, ledger, database_url
+    finally:
+        if relay is not None:
+            relay.stop()
+        ledger.stop()
+        drop_database(postgres_server_url, name)
+
+
+def test_bench_quick_writes_report_and_plot(
+    paid_stack: tuple[RelayProcess, LedgerProcess, str], tmp_path: Path
+) -> None:
+    relay, ledger, database_url = paid_stack
+    report, plot, raw = tmp_path / "PERF.md", tmp_path / "latency.png", tmp_path / "raw.json"
+    completed = subprocess.run(
+        [sys.executable, "-m", "loadtest.bench", "--quick", "--url", relay.url,
+         "--database-url", database_url, "--ledger-url", ledger.url,
+         "--ledger-token", ledger.token, "--paid-kind", str(PAID_KIND), "--paid-price",
+         str(PRICE), "--fill", "500", "--connections", "20", "--sub-connections", "20",
+         "--skip", "broadcast,locust,profile", "--output", str(report), "--plot", str(plot),
+         "--results-json", str(raw)],
+        cwd=REPO, capture_output=True, text=True, timeout=110, check=False,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stdout[-4000:] + completed.stderr[-2000:]
+    results = json.loads(raw.read_text())
+    for name in ("accept", "paid", "delivery", "query"):
+        assert results[name]["error_count"] == 0, (name, results[name]["errors"])
+    assert all(step["error_count"] == 0 for step in results["sweep"]["steps"])
+    assert results["paid"]["accepted"] == results["paid"]["offered"]
+    assert results["fill"]["count"] >= 500
+    assert all(shape["indexes"] for shape in results["explain"].values())
+    assert results["connections"]["alive_at_end"] == 20
+    assert results["subscriptions"]["subscriptions"] == 20 * 3
+    assert results["subscriptions"]["live"]["error_count"] == 0
+    text = report.read_text()
+    assert "| Event acceptance, free kind (EVENT → OK)" in text
+    assert "Payment verification" in text
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
