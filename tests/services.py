@@ -7,6 +7,7 @@ be reached or started fails the run with the reason.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -16,6 +17,7 @@ import time
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import redis
@@ -24,6 +26,14 @@ from cluster.services.ports import free_port, kill_group, signal_group, terminat
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
+
+
+def record(test: str, **figures: Any) -> None:
+    """Append a fault test's figures for docs/RELIABILITY.md (when RELIABILITY_LOG is set)."""
+    path = os.environ.get("RELIABILITY_LOG")
+    if path:
+        with open(path, "a") as log:
+            log.write(json.dumps({"test": test, **figures}) + "\n")
 
 
 def postgres_reachable(url: str) -> bool:

@@ -22,7 +22,7 @@ from cluster.payments.model import ChannelState
 from cluster.services.ports import free_port
 from cluster.services.redis import RedisServer
 from tests.client import connect
-from tests.services import LedgerProcess, RelayProcess, unique_name
+from tests.services import LedgerProcess, RelayProcess, record, unique_name
 
 TOKEN = secrets.token_hex(24)
 PRICED_KIND, PRICE = 4000, 10
@@ -433,7 +433,15 @@ async def test_ledger_outage_fails_closed_for_new_channels_and_outbox_drains_exa
             return len(await ledger_claims(database_url, known)) == len(accepted)
 
         await wait_for(drained, timeout=60)
-        assert [nonce for nonce, _ in await ledger_claims(database_url, known)] == accepted
+        recorded = [nonce for nonce, _ in await ledger_claims(database_url, known)]
+        assert recorded == accepted
+        record(
+            "ledger killed while claims are accepted",
+            claims_accepted=len(accepted),
+            recorded_by_ledger=len(recorded),
+            recorded_twice=len(recorded) - len(set(recorded)),
+            lost=len(set(accepted) - set(recorded)),
+        )
         assert (await client.publish(payer.event(unseen, PRICE, 1)))[2] is True  # node is back
 
 
