@@ -18,6 +18,7 @@ from tests.services import (
     DEFAULT_PG,
     DEFAULT_REDIS,
     RelayProcess,
+    RelayStarter,
     create_database,
     drop_database,
     postgres_reachable,
@@ -109,5 +110,21 @@ def relay(
 
 
 @pytest.fixture
-def log_dir(tmp_path: Path) -> Path:
-    return tmp_path
+def start_relay(relay_env: dict[str, str], tmp_path: Path) -> Iterator[RelayStarter]:
+    """Relays this test owns (and may break): `start_relay.start(workers=1, REDIS_URL=...)`."""
+    starter = RelayStarter(relay_env, tmp_path)
+    try:
+        yield starter
+    finally:
+        starter.stop_all()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis this test may kill and restart (same port)."""
+    server = RedisServer(free_port(), tmp_path / "redis")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

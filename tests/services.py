@@ -182,6 +182,31 @@ class RelayProcess:
             return self.process.wait(10)
 
 
+class RelayStarter:
+    """Starts relay processes with the session's environment plus overrides; stops them all."""
+
+    def __init__(self, base_env: Mapping[str, str], directory: Path) -> None:
+        self.base_env = dict(base_env)
+        self.directory = directory
+        self.started: list[RelayProcess] = []
+
+    def start(self, *, workers: int = 2, **env: str) -> RelayProcess:
+        merged = {
+            **self.base_env,
+            "RELAY_REDIS__KEY_PREFIX": unique_name("relay") + ":",
+            **env,
+        }
+        log_path = self.directory / f"relay-{len(self.started)}.log"
+        process = RelayProcess(merged, workers=workers, log_path=log_path)
+        self.started.append(process)
+        process.start()
+        return process
+
+    def stop_all(self) -> None:
+        for process in self.started:
+            process.stop()
+
+
 class LedgerProcess:
     """`python -m cluster.ledger` on a fixed port, so it can be killed and restarted there."""
 

@@ -14,7 +14,7 @@ import pytest
 from cluster.nostr.event import Event
 from cluster.nostr.signing import Signer
 from tests.client import RelayClient, connect
-from tests.services import RelayProcess, unique_name
+from tests.services import RelayProcess, RelayStarter
 
 METRICS_TOKEN = "m" * 40
 
@@ -23,42 +23,32 @@ METRICS_TOKEN = "m" * 40
 def strict_relay(
     relay_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RelayProcess]:
-    env = {
-        **relay_env,
-        "RELAY_REDIS__KEY_PREFIX": unique_name("acl") + ":",
-        "RELAY_AUTH__REQUIRED_FOR_WRITES": "true",
-        "RELAY_POLICY__MIN_POW_DIFFICULTY": "8",
-        "RELAY_NETWORK__METRICS_TOKEN": METRICS_TOKEN,
-    }
-    log_path = tmp_path_factory.mktemp("strict") / "relay.log"
-    process = RelayProcess(env, workers=2, log_path=log_path)
-    process.start()
+    starter = RelayStarter(relay_env, tmp_path_factory.mktemp("strict"))
     try:
-        yield process
+        yield starter.start(
+            RELAY_AUTH__REQUIRED_FOR_WRITES="true",
+            RELAY_POLICY__MIN_POW_DIFFICULTY="8",
+            RELAY_NETWORK__METRICS_TOKEN=METRICS_TOKEN,
+        )
     finally:
-        process.stop()
+        starter.stop_all()
 
 
 @pytest.fixture(scope="module")
 def limited_relay(
     relay_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RelayProcess]:
-    env = {
-        **relay_env,
-        "RELAY_REDIS__KEY_PREFIX": unique_name("rl") + ":",
-        "RELAY_RATE_LIMITS__EXEMPT": "[]",
-        "RELAY_RATE_LIMITS__EVENTS_PER_MINUTE_PER_IP": "6",
-        "RELAY_RATE_LIMITS__EVENTS_PER_MINUTE_PER_PUBKEY": "4",
-        "RELAY_RATE_LIMITS__REQS_PER_MINUTE_PER_IP": "5",
-        "RELAY_RATE_LIMITS__CONNECTIONS_PER_IP": "3",
-    }
-    log_path = tmp_path_factory.mktemp("limited") / "relay.log"
-    process = RelayProcess(env, workers=2, log_path=log_path)
-    process.start()
+    starter = RelayStarter(relay_env, tmp_path_factory.mktemp("limited"))
     try:
-        yield process
+        yield starter.start(
+            RELAY_RATE_LIMITS__EXEMPT="[]",
+            RELAY_RATE_LIMITS__EVENTS_PER_MINUTE_PER_IP="6",
+            RELAY_RATE_LIMITS__EVENTS_PER_MINUTE_PER_PUBKEY="4",
+            RELAY_RATE_LIMITS__REQS_PER_MINUTE_PER_IP="5",
+            RELAY_RATE_LIMITS__CONNECTIONS_PER_IP="3",
+        )
     finally:
-        process.stop()
+        starter.stop_all()
 
 
 def auth_event(signer: Signer, challenge: str, relay_url: str, **overrides: Any) -> Event:

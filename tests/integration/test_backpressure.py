@@ -4,8 +4,6 @@ an idle connection without subscriptions is closed after the idle timeout."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from pathlib import Path
 
 import aiohttp
 import msgspec
@@ -13,26 +11,19 @@ import pytest
 
 from cluster.nostr.signing import Signer
 from tests.client import connect
-from tests.services import RelayProcess, unique_name
+from tests.services import RelayProcess, RelayStarter
 
 
 @pytest.fixture
-def tight_relay(relay_env: dict[str, str], tmp_path: Path) -> Iterator[RelayProcess]:
-    env = {
-        **relay_env,
-        "RELAY_REDIS__KEY_PREFIX": unique_name("bp") + ":",
-        "RELAY_LIMITS__MAX_CONTENT_LENGTH": "60000",
-        "RELAY_LIMITS__MAX_MESSAGE_BYTES": "131072",
+def tight_relay(start_relay: RelayStarter) -> RelayProcess:
+    return start_relay.start(
+        workers=1,
+        RELAY_LIMITS__MAX_CONTENT_LENGTH="60000",
+        RELAY_LIMITS__MAX_MESSAGE_BYTES="131072",
         # ~20 of these 50 KB events; keep the cap several times the largest event you accept
-        "RELAY_LIMITS__MAX_OUTBOUND_BYTES": "1000000",
-        "RELAY_NETWORK__IDLE_TIMEOUT": "2",
-    }
-    process = RelayProcess(env, workers=1, log_path=tmp_path / "relay.log")
-    process.start()
-    try:
-        yield process
-    finally:
-        process.stop()
+        RELAY_LIMITS__MAX_OUTBOUND_BYTES="1000000",
+        RELAY_NETWORK__IDLE_TIMEOUT="2",
+    )
 
 
 async def test_subscriber_that_cannot_keep_up_is_closed_with_1008(

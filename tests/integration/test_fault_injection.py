@@ -31,7 +31,7 @@ from cluster.services.ports import free_port
 from cluster.services.postgres import PostgresServer
 from cluster.store.migrations import apply_migrations
 from tests.client import connect
-from tests.services import LedgerProcess, RelayProcess, record, unique_name
+from tests.services import LedgerProcess, RelayProcess, RelayStarter, record
 
 
 @pytest.fixture
@@ -48,20 +48,13 @@ def own_postgres() -> Iterator[PostgresServer]:
 
 @pytest.mark.timeout(300)
 async def test_postgres_crash_gives_error_answers_never_false_ok_and_pools_recover(
-    own_postgres: PostgresServer, relay_env: dict[str, str], tmp_path: Path
+    own_postgres: PostgresServer, start_relay: RelayStarter
 ) -> None:
     with psycopg.connect(own_postgres.url(), autocommit=True) as conn:
         conn.execute("CREATE DATABASE relay")
     database = own_postgres.url("relay")
     await apply_migrations(database)
-    env = {
-        **relay_env,
-        "DATABASE_URL": database,
-        "RELAY_REDIS__KEY_PREFIX": unique_name("pgfault") + ":",
-        "RELAY_DATABASE__POOL_TIMEOUT": "2",
-    }
-    relay = RelayProcess(env, workers=2, log_path=tmp_path / "relay.log")
-    relay.start()
+    relay = start_relay.start(DATABASE_URL=database, RELAY_DATABASE__POOL_TIMEOUT="2")
     signer = Signer()
     answers: dict[str, list[Any]] = {}
     try:
@@ -117,20 +110,14 @@ async def test_postgres_crash_gives_error_answers_never_false_ok_and_pools_recov
 
 
 async def test_worker_sigkill_mid_paid_publishing_loses_and_double_charges_nothing(
-    relay_env: dict[str, str], database_url: str, tmp_path: Path
+    start_relay: RelayStarter, database_url: str, tmp_path: Path
 ) -> None:
     token = secrets.token_hex(24)
     ledger = LedgerProcess(database_url, tmp_path / "ledger.log", token=token)
     ledger.start()
-    env = {
-        **relay_env,
-        "DASSIE_RPC_URL": ledger.url,
-        "DASSIE_RPC_TOKEN": token,
-        "RELAY_PRICING": "4000:10",
-        "RELAY_REDIS__KEY_PREFIX": unique_name("killpay") + ":",
-    }
-    relay = RelayProcess(env, workers=2, log_path=tmp_path / "relay.log")
-    relay.start()
+    relay = start_relay.start(
+        DASSIE_RPC_URL=ledger.url, DASSIE_RPC_TOKEN=token, RELAY_PRICING="4000:10"
+    )
     payer = Signer()
     try:
         async with DassieClient(ledger.url, token) as node:
@@ -171,7 +158,10 @@ async def test_worker_sigkill_mid_paid_publishing_loses_and_double_charges_nothi
                 await ws.close()
 
         publishing = asyncio.gather(*(publish_share(share) for share in shares))
-        await asyncio.sleep(0.3)
+        for _ in range(200):  # kill once publishing is under way (bounded wait)
+            if len(oks) >= 40:
+                break
+            await asyncio.sleep(0.02)
         os.kill(relay.worker_pids()[0], signal.SIGKILL)
         await publishing
         relay.wait_healthy(30)
@@ -183,7 +173,7 @@ async def test_worker_sigkill_mid_paid_publishing_loses_and_double_charges_nothi
             )
             stored = {row[0]: row[1] for row in await cursor.fetchall()}
             cursor = await conn.execute(
-                "SELECT sum(spent), (SELECT count(*) FROM payment_claims"
+                "SELECT coalesce(sum(spent), 0), (SELECT count(*) FROM payment_claims"
                 " WHERE channel_id = ANY(%s)) FROM payment_channels WHERE channel_id = ANY(%s)",
                 (channels, channels),
             )
@@ -192,6 +182,7 @@ async def test_worker_sigkill_mid_paid_publishing_loses_and_double_charges_nothi
         relay.stop()
         ledger.stop()
     acknowledged = {event_id for event_id, ok in oks.items() if ok}
+    assert acknowledged, "nothing was acknowledged: the test did not bite"
     missing = acknowledged - set(stored)
     assert not missing, (
         f"{len(missing)} acknowledged but not stored; relay log:\n{relay.log_tail()}"

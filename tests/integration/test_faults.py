@@ -6,41 +6,20 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import Iterator
-from pathlib import Path
 
 import aiohttp
 import msgspec
 import pytest
 
 from cluster.nostr.signing import Signer
-from cluster.services.ports import free_port
 from cluster.services.redis import RedisServer
 from tests.client import connect
-from tests.services import RelayProcess, record, unique_name
+from tests.services import RelayProcess, RelayStarter, record
 
 
 @pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(free_port(), tmp_path / "redis")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def own_relay(
-    relay_env: dict[str, str], own_redis: RedisServer, tmp_path: Path
-) -> Iterator[RelayProcess]:
-    env = {**relay_env, "REDIS_URL": own_redis.url(), "RELAY_REDIS__KEY_PREFIX": unique_name("f")}
-    process = RelayProcess(env, workers=2, log_path=tmp_path / "relay.log")
-    process.start()
-    try:
-        yield process
-    finally:
-        process.stop()
+def own_relay(start_relay: RelayStarter, own_redis: RedisServer) -> RelayProcess:
+    return start_relay.start(REDIS_URL=own_redis.url())
 
 
 async def _collect(ws: aiohttp.ClientWebSocketResponse, sub_id: str, into: list[str]) -> None:
@@ -154,7 +133,7 @@ async def test_sigkill_of_one_worker_loses_no_acknowledged_event(own_relay: Rela
     async with connect(own_relay.url) as client:
         await client.send(["COUNT", "k", {"authors": [signer.pubkey]}])
         assert await client.receive() == ["COUNT", "k", {"count": len(accepted)}]
-        stored = await client.query("k", {"ids": accepted[:100]})
+        stored = await client.query("k", {"ids": accepted[:100], "limit": 100})
     assert sorted(e["id"] for e in stored) == sorted(accepted[:100])
     record(
         "worker SIGKILL (free events)",

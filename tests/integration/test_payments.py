@@ -19,10 +19,9 @@ from cluster.nostr.signing import Signer
 from cluster.payments.claims import payment_tag, sender_pubkey_of
 from cluster.payments.dassie import DassieClient
 from cluster.payments.model import ChannelState
-from cluster.services.ports import free_port
 from cluster.services.redis import RedisServer
 from tests.client import connect
-from tests.services import LedgerProcess, RelayProcess, record, unique_name
+from tests.services import LedgerProcess, RelayProcess, RelayStarter, record
 
 TOKEN = secrets.token_hex(24)
 PRICED_KIND, PRICE = 4000, 10
@@ -30,13 +29,11 @@ ARTICLE_KIND, ARTICLE_PRICE = 30078, 25
 PRICING = f"{PRICED_KIND}:{PRICE},{ARTICLE_KIND}:{ARTICLE_PRICE}"
 
 
-def paid_env(relay_env: dict[str, str], ledger: LedgerProcess, **extra: str) -> dict[str, str]:
+def paid_env(ledger: LedgerProcess, **extra: str) -> dict[str, str]:
     return {
-        **relay_env,
         "DASSIE_RPC_URL": ledger.url,
         "DASSIE_RPC_TOKEN": ledger.token,
         "RELAY_PRICING": PRICING,
-        "RELAY_REDIS__KEY_PREFIX": unique_name("pay") + ":",
         "RELAY_DASSIE__RESET_AFTER": "2",
         "RELAY_DASSIE__TIMEOUT": "2",
         **extra,
@@ -59,13 +56,11 @@ def ledger(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
 def paid_relay(
     relay_env: dict[str, str], ledger: LedgerProcess, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RelayProcess]:
-    log_path = tmp_path_factory.mktemp("paid-relay") / "relay.log"
-    process = RelayProcess(paid_env(relay_env, ledger), workers=2, log_path=log_path)
-    process.start()
+    starter = RelayStarter(relay_env, tmp_path_factory.mktemp("paid-relay"))
     try:
-        yield process
+        yield starter.start(**paid_env(ledger))
     finally:
-        process.stop()
+        starter.stop_all()
 
 
 @pytest.fixture
@@ -294,45 +289,38 @@ async def test_verification_histogram_is_exported(paid_relay: RelayProcess) -> N
 
 async def test_same_claim_through_two_instances_is_accepted_once_per_round(
     paid_relay: RelayProcess,
-    relay_env: dict[str, str],
+    start_relay: RelayStarter,
     ledger: LedgerProcess,
     node: DassieClient,
     database_url: str,
-    tmp_path: Path,
 ) -> None:
-    second = RelayProcess(paid_env(relay_env, ledger), workers=2, log_path=tmp_path / "r2.log")
-    second.start()
-    try:
-        payer = Payer()
-        channel = (await payer.open(node, capacity=10_000)).channel_id
-        async with aiohttp.ClientSession() as session:
-            sockets = [
-                await session.ws_connect(relay.url)
-                for relay in (paid_relay, second)
-                for _ in range(4)
-            ]
-            accepted_rounds = 0
-            for round_number in range(1, 51):
-                events = [payer.event(channel, PRICE, round_number) for _ in sockets]
-                await asyncio.gather(
-                    *(
-                        ws.send_json(["EVENT", msgspec.to_builtins(event)])
-                        for ws, event in zip(sockets, events, strict=True)
-                    )
+    second = start_relay.start(**paid_env(ledger))
+    payer = Payer()
+    channel = (await payer.open(node, capacity=10_000)).channel_id
+    async with aiohttp.ClientSession() as session:
+        sockets = [
+            await session.ws_connect(relay.url) for relay in (paid_relay, second) for _ in range(4)
+        ]
+        accepted_rounds = 0
+        for round_number in range(1, 51):
+            events = [payer.event(channel, PRICE, round_number) for _ in sockets]
+            await asyncio.gather(
+                *(
+                    ws.send_json(["EVENT", msgspec.to_builtins(event)])
+                    for ws, event in zip(sockets, events, strict=True)
                 )
-                answers = [await ws.receive_json(timeout=10) for ws in sockets]
-                winners = [a for a in answers if a[2] is True]
-                assert len(winners) == 1, answers
-                assert all(
-                    a[3] == "restricted: invalid payment: stale_nonce" for a in answers if not a[2]
-                )
-                accepted_rounds += 1
-            for ws in sockets:
-                await ws.close()
-        assert accepted_rounds == 50
-        assert await spent_on(database_url, channel) == (50 * PRICE, 50, 50)
-    finally:
-        second.stop()
+            )
+            answers = [await ws.receive_json(timeout=10) for ws in sockets]
+            winners = [a for a in answers if a[2] is True]
+            assert len(winners) == 1, answers
+            assert all(
+                a[3] == "restricted: invalid payment: stale_nonce" for a in answers if not a[2]
+            )
+            accepted_rounds += 1
+        for ws in sockets:
+            await ws.close()
+    assert accepted_rounds == 50
+    assert await spent_on(database_url, channel) == (50 * PRICE, 50, 50)
 
 
 async def test_thousand_claims_from_four_connections(
@@ -383,29 +371,10 @@ def own_ledger(database_url: str, tmp_path: Path) -> Iterator[LedgerProcess]:
 
 
 @pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(free_port(), tmp_path / "redis")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
 def fault_relay(
-    relay_env: dict[str, str],
-    own_ledger: LedgerProcess,
-    own_redis: RedisServer,
-    tmp_path: Path,
-) -> Iterator[RelayProcess]:
-    env = paid_env(relay_env, own_ledger, REDIS_URL=own_redis.url())
-    process = RelayProcess(env, workers=1, log_path=tmp_path / "relay.log")
-    process.start()
-    try:
-        yield process
-    finally:
-        process.stop()
+    start_relay: RelayStarter, own_ledger: LedgerProcess, own_redis: RedisServer
+) -> RelayProcess:
+    return start_relay.start(workers=1, **paid_env(own_ledger, REDIS_URL=own_redis.url()))
 
 
 async def test_ledger_outage_fails_closed_for_new_channels_and_outbox_drains_exactly_once(

@@ -4,8 +4,7 @@ The pure helpers (client_ip, token buckets, settings) are tested at the end."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import msgspec
 import pytest
@@ -55,16 +54,6 @@ async def clients(redis_url: str, prefix: str) -> AsyncIterator[list[aioredis.Re
             await pair[0].delete(*keys)
         for client in pair:
             await client.aclose()
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(free_port(), tmp_path / "redis")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 async def allowed(
