@@ -44,6 +44,10 @@ class NetworkSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Seconds between WebSocket pings to idle clients (dead peers are closed)."""
     idle_timeout: Seconds = 600.0
     """Seconds without client messages after which a connection with no subscriptions closes."""
+    compression: bool = False
+    """Offer permessage-deflate (zlib level 1) to clients that ask for it."""
+    compression_threshold: NonNegative = 1024
+    """With compression on, messages smaller than this many bytes are sent uncompressed."""
     shutdown_timeout: Seconds = 10.0
     """Seconds a worker waits for in-flight EVENTs to be answered on SIGTERM."""
 

@@ -14,6 +14,7 @@ from cluster import metrics
 from cluster.relay.access import AccessState
 from cluster.relay.connection import Connection
 from cluster.relay.context import RelayContext
+from cluster.relay.deflate import ThresholdDeflateResponse
 from cluster.relay.keys import CONNECTIONS_KEY, CONTEXT_KEY, SETTINGS_KEY
 from cluster.relay.ratelimit import client_ip, subject_of_ip
 
@@ -74,12 +75,13 @@ async def _serve_websocket(
     request: web.Request, context: RelayContext, access: AccessState
 ) -> web.WebSocketResponse:
     settings = context.settings
-    ws = web.WebSocketResponse(
+    ws = ThresholdDeflateResponse(
+        threshold=settings.network.compression_threshold,
         heartbeat=settings.network.ping_interval,
         # aiohttp closes the socket (1009) above max_msg_size; the relay's own, lower limit
         # answers with a NOTICE instead, so aiohttp's bound only stops absurd messages.
         max_msg_size=max(4 * settings.limits.max_message_bytes, 1 << 20),
-        compress=False,
+        compress=settings.network.compression,
     )
     await ws.prepare(request)
     connection = Connection(ws, context, access, request.transport)

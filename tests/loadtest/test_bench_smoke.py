@@ -166,7 +166,9 @@ def test_bench_quick_writes_report_and_plot(
     assert all(step["error_count"] == 0 for step in results["sweep"]["steps"])
     assert results["paid"]["accepted"] == results["paid"]["offered"]
     assert results["fill"]["count"] >= 500
-    assert all(shape["indexes"] for shape in results["explain"].values())
+    # (a 500-event table may well be scanned sequentially: the full bench judges the plans)
+    assert set(results["explain"]) == set(generator.QUERY_SHAPES)
+    assert all(shape["execution_ms_median"] >= 0 for shape in results["explain"].values())
     assert results["connections"]["alive_at_end"] == 20
     assert results["subscriptions"]["subscriptions"] == 20 * 3
     assert results["subscriptions"]["live"]["error_count"] == 0
