@@ -55,6 +55,7 @@ class FanoutBus:
         maxlen: int,
         deliver: Deliver,
         *,
+        interested: Callable[[], bool] = lambda: True,
         dedup_capacity: int = 200_000,
     ) -> None:
         self.origin = uuid.uuid4().hex[:12].encode()
@@ -62,6 +63,7 @@ class FanoutBus:
         self._stream = events_stream(prefix)
         self._maxlen = maxlen
         self._deliver = deliver
+        self._interested = interested
         self._seen = RecentIds(dedup_capacity)
         self._pending: deque[bytes] = deque()
         self._pending_ready = asyncio.Event()
@@ -203,8 +205,8 @@ class FanoutBus:
         return b"0-0", new_run_id
 
     def _receive(self, fields: dict[bytes, bytes]) -> None:
-        if fields.get(FIELD_ORIGIN) == self.origin:
-            return
+        if fields.get(FIELD_ORIGIN) == self.origin or not self._interested():
+            return  # nothing to match here: do not pay for decoding
         try:
             raws = _entry_decoder.decode(fields.get(FIELD_EVENTS, b"[]"))
             sent_at = float(fields.get(FIELD_SENT_AT, b"0"))

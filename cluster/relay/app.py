@@ -46,7 +46,11 @@ async def _relay_context(app: web.Application) -> AsyncIterator[None]:
     writer.start()
     index = SubscriptionIndex()
     bus = FanoutBus(
-        settings.redis.url, settings.redis.key_prefix, settings.redis.stream_maxlen, index.dispatch
+        settings.redis.url,
+        settings.redis.key_prefix,
+        settings.redis.stream_maxlen,
+        index.dispatch,
+        interested=lambda: len(index) > 0,
     )
     await bus.start()
     limits_redis = redis_client(settings.redis.url)
