@@ -83,9 +83,10 @@ def blank(flt: Filter, index: int) -> Filter:
     """The same shape with every value replaced: what the SQL text may depend on."""
 
     def blank_set(values: frozenset[Any] | None, filler: Any) -> frozenset[Any] | None:
+        """Same number of values (the SQL shape may depend on one vs several), new content."""
         if values is None:
             return None
-        return frozenset({filler}) if values else frozenset()
+        return frozenset(filler(i) for i in range(len(values)))
 
     since, until = flt.since, flt.until
     if since is not None and until is not None:
@@ -94,9 +95,9 @@ def blank(flt: Filter, index: int) -> Filter:
         since = None if since is None else 0
         until = None if until is None else 0
     return Filter(
-        ids=blank_set(flt.ids, f"{index:064x}"),
-        authors=blank_set(flt.authors, f"{index + 1:064x}"),
-        kinds=blank_set(flt.kinds, index),
+        ids=blank_set(flt.ids, lambda i: f"{index:032x}{i:032x}"),
+        authors=blank_set(flt.authors, lambda i: f"{index + 1:032x}{i:032x}"),
+        kinds=blank_set(flt.kinds, lambda i: index * 1000 + i),
         tags=tuple(
             (chr(ord("a") + position), frozenset({"v"}) if values else frozenset())
             for position, (_, values) in enumerate(flt.tags)
@@ -122,8 +123,8 @@ def check_statement(sql: str, params: list[Any]) -> None:
         if isinstance(param, list):
             assert all(isinstance(item, bytes | int | str) for item in param)
             assert all("\x00" not in item for item in param if isinstance(item, str))
-        else:
-            assert isinstance(param, int) and not isinstance(param, bool)
+        else:  # a limit, a timestamp, or one id/pubkey/kind compared with `=`
+            assert isinstance(param, int | bytes) and not isinstance(param, bool)
 
 
 @FUZZ
