@@ -8,6 +8,7 @@ INSTANCES ?= 2
 WORKERS   ?= 2
 PORT      ?= 8080
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 .PHONY: install system-deps up test lint format mypy bench clean
 
@@ -39,6 +40,9 @@ format: install
 
 mypy: install
 	$(BIN)/mypy
+
+bench: install system-deps
+	$(BIN)/python -m loadtest.bench $(BENCH_ARGS)
 
 clean:
 	rm -rf .data .pytest_cache .mypy_cache .ruff_cache

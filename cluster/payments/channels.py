@@ -7,6 +7,7 @@ to the node; the node failing means using a recent enough cached state, or faili
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -56,6 +57,7 @@ class ChannelStateCache:
         self._ttl = ttl
         self._stale_grace = stale_grace
         self._l1: dict[str, _Entry] = {}
+        self._inflight: dict[str, asyncio.Future[ChannelState | None]] = {}
         self.hits = {"l1": 0, "l2": 0, "l3": 0, "stale": 0}
 
     async def get(self, channel_id: str, *, fresh: bool = False) -> ChannelLookup:
@@ -73,7 +75,7 @@ class ChannelStateCache:
                 self._l1[channel_id] = _Entry(cached, now)
                 return ChannelLookup(cached, from_cache=True)
         try:
-            state = await self._node.get_channel_state(channel_id)
+            state = await self._fetch_once(channel_id)
         except DassieUnavailable as exc:
             usable = entry is not None and now - entry.fetched_at < self._stale_grace
             if usable and entry is not None and entry.state is not None:
@@ -85,6 +87,16 @@ class ChannelStateCache:
         if state is not None:
             await self._to_redis(state)
         return ChannelLookup(state, from_cache=False)
+
+    async def _fetch_once(self, channel_id: str) -> ChannelState | None:
+        """One node request per channel at a time: concurrent misses share its answer (a
+        burst of claims on a cold channel must not become a burst of node requests)."""
+        pending = self._inflight.get(channel_id)
+        if pending is None:
+            pending = asyncio.ensure_future(self._node.get_channel_state(channel_id))
+            self._inflight[channel_id] = pending
+            pending.add_done_callback(lambda _: self._inflight.pop(channel_id, None))
+        return await asyncio.shield(pending)
 
     async def _from_redis(self, channel_id: str) -> ChannelState | None:
         if self._redis is None:

@@ -29,6 +29,7 @@ class AccessState:
 
     client_ip: str
     exempt: bool
+    rate_subject: str = ""
     challenge: str = field(default_factory=new_challenge)
     challenge_sent: bool = False
     authenticated: frozenset[str] = frozenset()
@@ -56,7 +57,7 @@ class AccessControl:
         return any(address in network for network in self._exempt_networks)
 
     def state_for(self, ip: str) -> AccessState:
-        return AccessState(client_ip=ip, exempt=self.is_exempt(ip))
+        return AccessState(client_ip=ip, exempt=self.is_exempt(ip), rate_subject=subject_of_ip(ip))
 
     async def check_write(self, state: AccessState, event: Event) -> Rejection | None:
         """AUTH for writes, NIP-13 proof of work, NIP-70 protection, then rate limits."""
@@ -79,9 +80,8 @@ class AccessControl:
         if self.limiter is None or state.exempt:
             return None
         limits = self.settings.rate_limits
-        ip_subject = subject_of_ip(state.client_ip)
         if not await self.limiter.allow(
-            "event-ip", ip_subject, limits.events_per_minute_per_ip, MINUTE
+            "event-ip", state.rate_subject, limits.events_per_minute_per_ip, MINUTE
         ):
             return rate_limited("too many events from your address, slow down")
         if not await self.limiter.allow(
@@ -101,7 +101,7 @@ class AccessControl:
         if self.limiter is None or state.exempt:
             return None
         limit = self.settings.rate_limits.reqs_per_minute_per_ip
-        if not await self.limiter.allow("req-ip", subject_of_ip(state.client_ip), limit, MINUTE):
+        if not await self.limiter.allow("req-ip", state.rate_subject, limit, MINUTE):
             return rate_limited("too many subscriptions from your address, slow down")
         return None
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Coroutine
 from typing import Any
@@ -34,6 +35,7 @@ from cluster.nostr.messages import (
 )
 from cluster.relay.access import AccessState
 from cluster.relay.context import RelayContext
+from cluster.relay.ordering import Line
 from cluster.relay.subscriptions import Subscription
 
 log = logging.getLogger(__name__)
@@ -88,6 +90,7 @@ class Connection:
         self._drained.set()
         self._closing = False
         self._inflight = asyncio.Semaphore(context.settings.limits.max_inflight_events)
+        self._line = Line()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.close_reason = "client closed"
 
@@ -109,6 +112,8 @@ class Connection:
         if self.subscriptions.get(subscription.sub_id) is not subscription:
             return
         if not self.context.access.may_see(self.access, event):
+            return
+        if subscription.already_sent(event.id, time.monotonic()):
             return
         message = event_message(subscription.sub_id, event_json)
         pending = self.pending_live.get(subscription)
@@ -257,16 +262,18 @@ class Connection:
         from cluster.relay.handlers import handle_event
 
         await self._inflight.acquire()
+        place = self._line.join()
 
         async def run() -> None:
             try:
-                await handle_event(self, command)
+                await handle_event(self, command, place)
             except Exception:  # a bug must still produce an answer, and not kill the socket
                 log.exception("EVENT handling failed")
                 if isinstance(command, EventCommand):
                     message = "error: internal error while processing the event"
                     self.send(ok_message(command.event.id, False, message))
             finally:
+                place.done()
                 self._inflight.release()
 
         self.spawn(run())

@@ -31,9 +31,10 @@ from cluster.payments.gate import PaidClaim, invalid_payment
 from cluster.payments.model import PaymentReason
 from cluster.relay.connection import Connection
 from cluster.relay.context import RelayContext
+from cluster.relay.ordering import Place
 from cluster.relay.policies import first_rejection
 from cluster.relay.subscriptions import Subscription
-from cluster.store.events import SaveOutcome, SaveRequest
+from cluster.store.events import FANOUT_GRACE, SaveOutcome, SaveRequest
 from cluster.store.writer import StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ def refuse_subscription(connection: Connection, sub_id: str, refusal: Rejection)
     connection.send(closed_message(sub_id, refusal.text))
 
 
-async def handle_event(connection: Connection, command: Any) -> None:
+async def handle_event(connection: Connection, command: Any, place: Place | None = None) -> None:
     """Verify, apply policy, check payment, store (group commit), answer OK only after commit,
     then fan out."""
     started = time.perf_counter()
@@ -90,8 +91,13 @@ async def handle_event(connection: Connection, command: Any) -> None:
         answer(connection, event.id, False, paid.text)
         return
     request = SaveRequest(event, event_json.decode(), paid.record if paid else None)
+    if place is not None:
+        await place.wait_turn()
     try:
-        outcome = await context.writer.save(request)
+        committed = context.writer.submit(request)
+        if place is not None:
+            place.done()
+        outcome = await committed
         if outcome is SaveOutcome.INSUFFICIENT_BALANCE and paid is not None and paid.from_cache:
             # Our cached capacity may be stale (a top-up): refresh once before refusing.
             paid = await _check_payment(context, event, fresh=True)
@@ -154,12 +160,13 @@ async def handle_req(connection: Connection, command: Any) -> None:
     subscription = Subscription(connection, sub_id, command.filters)
     connection.add_subscription(subscription)
     try:
-        rows = await context.store.query(command.filters, int(time.time()))
+        stored = await context.store.query_rows(command.filters, int(time.time()))
     except QUERY_FAILURES as exc:
         log.warning("REQ query failed: %s", exc)
         connection.drop_subscription(sub_id)
         connection.send(closed_message(sub_id, f"{Prefix.ERROR}: could not query stored events"))
         return
+    rows = stored.raws
     if context.access.must_screen_dms(command.filters):
         rows = [
             row for row in rows if context.access.may_see(connection.access, event_from_json(row))
@@ -167,6 +174,9 @@ async def handle_req(connection: Connection, command: Any) -> None:
     for row in rows:
         await connection.send_and_wait(event_message(sub_id, row))
     connection.send(eose_message(sub_id))
+    # Events stored moments ago may still be travelling through the fan-out: do not let them
+    # arrive a second time as live events.
+    subscription.suppress(stored.recent_ids, time.monotonic() + FANOUT_GRACE)
     held = connection.pending_live.pop(subscription, None)
     if held and connection.subscriptions.get(sub_id) is subscription:
         already_sent = {_event_id_of(row) for row in rows}

@@ -16,7 +16,7 @@ from cluster.relay.connection import Connection
 from cluster.relay.context import RelayContext
 from cluster.relay.deflate import ThresholdDeflateResponse
 from cluster.relay.keys import CONNECTIONS_KEY, CONTEXT_KEY, SETTINGS_KEY
-from cluster.relay.ratelimit import client_ip, subject_of_ip
+from cluster.relay.ratelimit import client_ip
 
 NIP11_TYPE = "application/nostr+json"
 CORS_HEADERS = {
@@ -59,7 +59,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     access = context.access.state_for(ip)
     lease = None
     if not access.exempt and context.connection_counter is not None:
-        lease = await context.connection_counter.acquire(subject_of_ip(ip))
+        lease = await context.connection_counter.acquire(access.rate_subject)
         if lease is None:
             return web.Response(
                 status=429, text="rate-limited: too many connections from your address\n"

@@ -19,14 +19,29 @@ class Subscriber(Protocol):
 
 
 class Subscription:
-    """One REQ of one connection: its id and filters."""
+    """One REQ of one connection: its id and filters, and the ids it must not get live."""
 
-    __slots__ = ("filters", "owner", "sub_id")
+    __slots__ = ("_suppressed", "_suppressed_until", "filters", "owner", "sub_id")
 
     def __init__(self, owner: Subscriber, sub_id: str, filters: tuple[Filter, ...]) -> None:
         self.owner = owner
         self.sub_id = sub_id
         self.filters = filters
+        self._suppressed: set[str] = set()
+        self._suppressed_until = 0.0
+
+    def suppress(self, event_ids: set[str], until: float) -> None:
+        """Already sent as stored events: drop them if they also arrive live before `until`."""
+        self._suppressed = event_ids
+        self._suppressed_until = until
+
+    def already_sent(self, event_id: str, now: float) -> bool:
+        if not self._suppressed:
+            return False
+        if now >= self._suppressed_until:
+            self._suppressed = set()
+            return False
+        return event_id in self._suppressed
 
 
 class _Entry:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -108,6 +109,15 @@ def batch_columns(rows: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
     return columns
 
 
+FANOUT_GRACE = 30.0
+"""Seconds an accepted event may take to reach every worker through the fan-out, at most."""
+
+
+class StoredRows(msgspec.Struct):
+    raws: list[bytes]
+    recent_ids: set[str]  # stored within FANOUT_GRACE: may still arrive as live events
+
+
 class EventStore:
     """Narrow storage interface over PostgreSQL; every SQL string lives in cluster/store."""
 
@@ -131,14 +141,21 @@ class EventStore:
 
     async def query(self, filters: Sequence[Filter], now: int) -> list[bytes]:
         """Stored events matching any filter, newest first, as JSON ready to splice."""
+        return (await self.query_rows(filters, now)).raws
+
+    async def query_rows(self, filters: Sequence[Filter], now: int) -> StoredRows:
+        """Like `query`, also naming the events stored in the last FANOUT_GRACE seconds."""
         if not queryable(list(filters)):
-            return []
+            return StoredRows([], set())
         sql, params = build_select(list(filters), now)
         with metrics.DB_QUERY.labels("query").time():
             async with self.pool.connection() as conn:
                 cursor = await conn.execute(sql.encode(), params)
                 rows = await cursor.fetchall()
-        return [row[0].encode() for row in rows]
+        raws = [row[0].encode() for row in rows]
+        cutoff = datetime.now(UTC) - timedelta(seconds=FANOUT_GRACE)
+        recent = {row[0][7:71] for row in rows if row[1] >= cutoff}  # `{"id":"<hex>"` first
+        return StoredRows(raws, recent)
 
     async def count(self, filters: Sequence[Filter], now: int) -> int:
         if not any(flt.can_match for flt in filters):

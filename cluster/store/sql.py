@@ -13,6 +13,9 @@ from cluster.nostr.filters import Filter
 from cluster.store.text import pg_text
 
 ORDER = "ORDER BY created_at DESC, id"
+# What a REQ reads per event: the JSON to send, and when it was stored (an event stored moments
+# ago may still be on its way to this worker's subscriptions through the fan-out).
+RESULT = "raw, stored_at"
 # Per-key LATERAL scans: for 2+ authors (or 2+ kinds, with no better key), each key is read
 # from its own (key, created_at DESC) index in order and only `limit` rows per key are
 # considered, so a follow feed never walks the global time index past other authors' events.
@@ -82,7 +85,7 @@ def filter_select(flt: Filter, now: int, columns: str) -> tuple[str, list[Any]]:
     keys = _values(column, flt)
     sql = (
         f"SELECT {columns} FROM unnest(%s::{LATERAL_COLUMNS[column]}[]) AS k(v) CROSS JOIN LATERAL"
-        f" (SELECT id, created_at, raw FROM events WHERE {where} {ORDER} LIMIT %s) AS e"
+        f" (SELECT id, created_at, raw, stored_at FROM events WHERE {where} {ORDER} LIMIT %s) AS e"
         f" {ORDER} LIMIT %s"
     )
     return sql, [keys, *params, flt.limit, flt.limit]
@@ -94,7 +97,7 @@ def queryable(filters: tuple[Filter, ...] | list[Filter]) -> list[Filter]:
 
 
 def build_select(filters: tuple[Filter, ...] | list[Filter], now: int) -> tuple[str, list[Any]]:
-    """One statement returning `raw` for the union of the filters, newest first.
+    """One statement returning (raw, stored_at) for the union of the filters, newest first.
 
     NIP-01: each filter's limit applies to that filter; ties on created_at go to the lowest id.
     Raises ValueError when no filter can match (the caller skips the query and sends EOSE).
@@ -103,14 +106,14 @@ def build_select(filters: tuple[Filter, ...] | list[Filter], now: int) -> tuple[
     if not usable:
         raise ValueError("no filter can match stored events")
     if len(usable) == 1:
-        return filter_select(usable[0], now, "raw")
+        return filter_select(usable[0], now, RESULT)
     parts: list[str] = []
     params: list[Any] = []
     for flt in usable:
-        sql, filter_params = filter_select(flt, now, "id, created_at, raw")
+        sql, filter_params = filter_select(flt, now, f"id, created_at, {RESULT}")
         parts.append(f"({sql})")
         params.extend(filter_params)
-    return f"SELECT raw FROM ({' UNION '.join(parts)}) AS matched {ORDER}", params
+    return f"SELECT {RESULT} FROM ({' UNION '.join(parts)}) AS matched {ORDER}", params
 
 
 def build_count(filters: tuple[Filter, ...] | list[Filter], now: int) -> tuple[str, list[Any]]:

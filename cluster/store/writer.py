@@ -44,11 +44,15 @@ class EventWriter:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="event-writer")
 
-    async def save(self, request: SaveRequest) -> SaveOutcome:
-        """Resolve once the event's transaction has committed (or raise StoreUnavailable)."""
+    def submit(self, request: SaveRequest) -> asyncio.Future[SaveOutcome]:
+        """Queue now (the queue order is the commit order); the future resolves after COMMIT."""
         future: asyncio.Future[SaveOutcome] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((request, future))
-        return await future
+        return future
+
+    async def save(self, request: SaveRequest) -> SaveOutcome:
+        """Resolve once the event's transaction has committed (or raise StoreUnavailable)."""
+        return await self.submit(request)
 
     async def close(self) -> None:
         """Commit everything already queued, then stop (graceful shutdown)."""

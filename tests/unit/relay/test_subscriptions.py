@@ -240,3 +240,19 @@ def test_only_broad_filters_are_examined_for_unrelated_events() -> None:
     )
     assert [entry.subscription for entry in index.candidates(lonely)] == [broad]
     assert index.match(lonely) == [broad]
+
+
+def test_ids_sent_as_stored_events_are_suppressed_live_until_the_grace_ends() -> None:
+    from cluster.relay.subscriptions import Subscription
+
+    class Owner:
+        def deliver(self, subscription: Subscription, event: object, event_json: bytes) -> None:
+            raise AssertionError("not used")
+
+    subscription = Subscription(Owner(), "s", ())
+    assert not subscription.already_sent("a", now=0.0)
+    subscription.suppress({"a", "b"}, until=10.0)
+    assert subscription.already_sent("a", now=5.0)
+    assert not subscription.already_sent("c", now=5.0)
+    assert not subscription.already_sent("a", now=10.0)  # grace over: memory released
+    assert not subscription.already_sent("b", now=6.0)

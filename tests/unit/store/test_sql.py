@@ -106,8 +106,8 @@ def test_filter_conditions(filter_: Filter, sql: str, params: list[Any]) -> None
 
 # ---- build_select ----------------------------------------------------------------------------
 
-SELECT_ONE = f"SELECT raw FROM events WHERE {{}} {ORDER} LIMIT %s"
-PART = f"(SELECT id, created_at, raw FROM events WHERE {{}} {ORDER} LIMIT %s)"
+SELECT_ONE = f"SELECT raw, stored_at FROM events WHERE {{}} {ORDER} LIMIT %s"
+PART = f"(SELECT id, created_at, raw, stored_at FROM events WHERE {{}} {ORDER} LIMIT %s)"
 
 SELECT_CASES: list[tuple[list[Filter], str, list[Any]]] = [
     ([flt()], SELECT_ONE.format(EXPIRY), [NOW, 20]),
@@ -121,16 +121,16 @@ SELECT_CASES: list[tuple[list[Filter], str, list[Any]]] = [
     # several authors: one ordered scan per author (LATERAL), then the newest `limit` overall
     (
         [flt(authors=[PK_A, PK_B], kinds=[1], limit=4)],
-        "SELECT raw FROM unnest(%s::bytea[]) AS k(v) CROSS JOIN LATERAL"
-        f" (SELECT id, created_at, raw FROM events WHERE {EXPIRY} AND pubkey = k.v"
+        "SELECT raw, stored_at FROM unnest(%s::bytea[]) AS k(v) CROSS JOIN LATERAL"
+        f" (SELECT id, created_at, raw, stored_at FROM events WHERE {EXPIRY} AND pubkey = k.v"
         f" AND kind = %s {ORDER} LIMIT %s) AS e {ORDER} LIMIT %s",
         [[bytes.fromhex(PK_B), bytes.fromhex(PK_A)], NOW, 1, 4, 4],
     ),
     # several kinds and nothing more selective: one ordered scan per kind
     (
         [flt(kinds=[7, 1], limit=3)],
-        "SELECT raw FROM unnest(%s::integer[]) AS k(v) CROSS JOIN LATERAL"
-        f" (SELECT id, created_at, raw FROM events WHERE {EXPIRY} AND kind = k.v"
+        "SELECT raw, stored_at FROM unnest(%s::integer[]) AS k(v) CROSS JOIN LATERAL"
+        f" (SELECT id, created_at, raw, stored_at FROM events WHERE {EXPIRY} AND kind = k.v"
         f" {ORDER} LIMIT %s) AS e {ORDER} LIMIT %s",
         [[1, 7], NOW, 3, 3],
     ),
@@ -142,7 +142,7 @@ SELECT_CASES: list[tuple[list[Filter], str, list[Any]]] = [
     ),
     (
         [flt(authors=[PK_A], limit=2), flt(kinds=[7], since=9)],
-        "SELECT raw FROM ("
+        "SELECT raw, stored_at FROM ("
         + PART.format(f"{EXPIRY} AND pubkey = %s")
         + " UNION "
         + PART.format(f"{EXPIRY} AND kind = %s AND created_at >= %s")
@@ -151,7 +151,7 @@ SELECT_CASES: list[tuple[list[Filter], str, list[Any]]] = [
     ),
     (
         [flt(), flt(limit=3), tag("e", INJECTION)],
-        "SELECT raw FROM ("
+        "SELECT raw, stored_at FROM ("
         + " UNION ".join(
             [
                 PART.format(EXPIRY),
