@@ -65,6 +65,9 @@ class DatabaseSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Server-side statement timeout, so a pathological query cannot pin a connection."""
     write_batch_max: Positive = 256
     """Events committed together by a worker's writer in one transaction (group commit)."""
+    writer_lanes: Positive = 2
+    """Group-commit loops per worker (each on its own connection): one commits while the next
+    batch forms. A connection's events always use one lane, so they commit in order."""
 
 
 class RedisSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -173,7 +176,7 @@ class RateLimitSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True)
     """Peers (IPs or CIDRs) whose X-Forwarded-For is believed: the proxies in front (nginx)."""
     fallback_workers: Positive = 8
     """Workers assumed to share a limit while Redis is down; each then allows limit / this."""
-    exempt: list[str] = msgspec.field(default_factory=_default_trusted_proxies)
+    exempt: list[str] = msgspec.field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
     """Client addresses (IPs or CIDRs) never rate-limited: loopback tools and load tests."""
 
     def __post_init__(self) -> None:

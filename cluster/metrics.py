@@ -9,7 +9,32 @@ from __future__ import annotations
 
 import os
 
-from prometheus_client import (
+from prometheus_client import values as _values
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+class _Pid:
+    """os.getpid() is a system call (glibc no longer caches it) and prometheus_client's
+    multiprocess values ask for it on every update, several times per EVENT; the pid only
+    changes at fork, so it is cached and refreshed in the child."""
+
+    value = os.getpid()
+
+    @classmethod
+    def refresh(cls) -> None:
+        cls.value = os.getpid()
+
+    @classmethod
+    def get(cls) -> int:
+        return cls.value
+
+
+os.register_at_fork(after_in_child=_Pid.refresh)
+if os.environ.get(MULTIPROC_ENV):
+    _values.ValueClass = _values.MultiProcessValue(process_identifier=_Pid.get)  # type: ignore[no-untyped-call]
+
+from prometheus_client import (  # noqa: E402 (the value class must be chosen first)
     CONTENT_TYPE_LATEST,
     REGISTRY,
     CollectorRegistry,
@@ -18,9 +43,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client import multiprocess as _multiprocess
-
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+from prometheus_client import multiprocess as _multiprocess  # noqa: E402
 
 # Buckets fine around the targets: 10 ms acceptance, 50 ms payments, 100 ms delivery, 5 ms DB.
 FAST = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 1)

@@ -185,6 +185,7 @@ SCENARIOS = (
     "sweep",
     "locust",
     "profile",
+    "matching",
 )
 
 
@@ -1442,6 +1443,26 @@ def render_markdown(results: dict[str, Any], machine: dict[str, Any], command: s
                 + "."
             )
             lines.append("")
+    if results.get("matching"):
+        lines += [
+            "## Subscription matching (per-worker index, micro-benchmark)",
+            "",
+            "`loadtest/bench_matching.py`: one worker's `SubscriptionIndex.match` per event,"
+            " in process. Mix: 60% author filters (1-20 followed keys), 20% `#p`/`#e` filters,"
+            " 15% kinds-only filters with `since`, 5% broad filters (the last two match most"
+            " events).",
+            "",
+            "| subscriptions | broad | match mean µs | match p95 µs | candidates mean"
+            " | matched mean |",
+            "|---:|---:|---:|---:|---:|---:|",
+        ]
+        for row in results["matching"]:
+            lines.append(
+                f"| {row['size']:,} | {row['broad']:,} | {row['mean_us']:.1f}"
+                f" | {row['p95_us']:.1f} | {row['mean_candidates']:.0f}"
+                f" | {row['mean_matched']:.1f} |"
+            )
+        lines.append("")
     if "locust" in results:
         lo = results["locust"]
         lines += [
@@ -1559,7 +1580,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--paid-price", type=int, default=PAID_PRICE)
     parser.add_argument("--metrics-url", action="append", default=[], help="instance URL(s)")
     parser.add_argument("--instances", type=int, default=2)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=1, help="per instance (2 cores: 1 each)")
     parser.add_argument("--port", type=int, default=0, help="nginx port (default: a free one)")
     parser.add_argument("--data-dir", help="cluster data dir to create or reuse (default: temp)")
     parser.add_argument("--keep-data", action="store_true", help="keep the temporary data dir")
@@ -1911,6 +1932,16 @@ def run_scenarios(
             results["profile_rate"] = plan.accept_rate
         elif plan.profile_seconds > 0:
             notes.append("py-spy not found (pip install py-spy): no profile section.")
+
+    # 12. Subscription-index matching cost per event, in process (no sockets).
+    if "matching" not in skip:
+        from loadtest import bench_matching
+
+        log("subscription matching micro-benchmark (1k, 10k, 100k subscriptions)")
+        small = plan.fill < 100_000  # --quick
+        events = 300 if small else 2000
+        sizes = (1_000, 10_000) if small else (1_000, 10_000, 100_000)
+        results["matching"] = [bench_matching.bench(size, events, seed=1) for size in sizes]
 
     notes.extend(interpretation_notes(results, plan))
 

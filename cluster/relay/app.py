@@ -42,7 +42,9 @@ async def _relay_context(app: web.Application) -> AsyncIterator[None]:
     pool = create_pool(settings.database, name="relay")
     await pool.open(wait=False)
     store = EventStore(pool)
-    writer = EventWriter(store, settings.database.write_batch_max)
+    writer = EventWriter(
+        store, settings.database.write_batch_max, lanes=settings.database.writer_lanes
+    )
     writer.start()
     index = SubscriptionIndex()
     bus = FanoutBus(

@@ -9,6 +9,7 @@ with 1008 instead of growing memory.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections import deque
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 
 OWN_HIGH_WATER = 256 * 1024
 REFUSALS = (NoticeRefusal, OkRefusal, ClosedRefusal)
+_serials = itertools.count()
 SLOW_CLIENT_REASON = "Cannot keep up with event stream"
 PENDING_LIVE_MAX = 10_000
 HARD_CAP_FACTOR = 16
@@ -76,6 +78,7 @@ class Connection:
         transport: asyncio.Transport | None = None,
     ) -> None:
         self.ws = ws
+        self.serial = next(_serials)  # picks the connection's group-commit lane
         self.transport = transport
         self.context = context
         self.access = access

@@ -94,7 +94,7 @@ async def handle_event(connection: Connection, command: Any, place: Place | None
     if place is not None:
         await place.wait_turn()
     try:
-        committed = context.writer.submit(request)
+        committed = context.writer.submit(request, lane_key=connection.serial)
         if place is not None:
             place.done()
         outcome = await committed
@@ -105,7 +105,7 @@ async def handle_event(connection: Connection, command: Any, place: Place | None
                 answer(connection, event.id, False, paid.text)
                 return
             request = SaveRequest(event, request.raw, paid.record if paid else None)
-            outcome = await context.writer.save(request)
+            outcome = await context.writer.save(request, lane_key=connection.serial)
     except StoreUnavailable:
         answer(connection, event.id, False, f"{Prefix.ERROR}: could not store the event, retry")
         return

@@ -23,12 +23,14 @@ SAVE_SQL = (
     "SELECT relay_save_event(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
     " %s, %s, %s, %s, %s, %s, %s, %s)"
 )
+# Binary parameters (%b): arrays travel without text escaping (psycopg's text array dumper
+# runs a regex over every element) and bytea without hex encoding.
 SAVE_BATCH_SQL = (
-    "SELECT relay_save_events(%s::bytea[], %s::bytea[], %s::bigint[], %s::integer[],"
-    " %s::text[], %s::bigint[], %s::integer[], %s::text[], %s::text[],"
-    " %s::integer[], %s::text[], %s::integer[], %s::text[],"
-    " %s::text[], %s::bigint[], %s::bigint[], %s::text[], %s::text[], %s::bigint[],"
-    " %s::bigint[], %s::text[])"
+    "SELECT relay_save_events(%b::bytea[], %b::bytea[], %b::bigint[], %b::integer[],"
+    " %b::text[], %b::bigint[], %b::integer[], %b::text[], %b::text[],"
+    " %b::integer[], %b::text[], %b::integer[], %b::text[],"
+    " %b::text[], %b::bigint[], %b::bigint[], %b::text[], %b::text[], %b::bigint[],"
+    " %b::bigint[], %b::text[])"
 )
 # Positions in save_parameters() of the ragged lists that travel flattened with counts.
 _RAGGED = (6, 8, 9)

@@ -35,44 +35,54 @@ def _is_connection_failure(exc: BaseException) -> bool:
 
 
 class EventWriter:
-    def __init__(self, store: EventStore, batch_max: int) -> None:
+    """`lanes` independent group-commit loops, each on its own pooled connection, so one batch
+    can commit while the next one is being written. A caller's events always use the same lane
+    (`lane_key`), which keeps one client's events committed in the order it sent them."""
+
+    def __init__(self, store: EventStore, batch_max: int, lanes: int = 1) -> None:
         self._store = store
         self._batch_max = batch_max
-        self._queue: asyncio.Queue[_Item] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
+        self._queues: list[asyncio.Queue[_Item]] = [asyncio.Queue() for _ in range(lanes)]
+        self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="event-writer")
+        self._tasks = [
+            asyncio.create_task(self._run(queue), name=f"event-writer-{lane}")
+            for lane, queue in enumerate(self._queues)
+        ]
 
-    def submit(self, request: SaveRequest) -> asyncio.Future[SaveOutcome]:
-        """Queue now (the queue order is the commit order); the future resolves after COMMIT."""
+    def submit(self, request: SaveRequest, lane_key: int = 0) -> asyncio.Future[SaveOutcome]:
+        """Queue now (a lane's queue order is its commit order); resolves after COMMIT."""
         future: asyncio.Future[SaveOutcome] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((request, future))
+        self._queues[lane_key % len(self._queues)].put_nowait((request, future))
         return future
 
-    async def save(self, request: SaveRequest) -> SaveOutcome:
+    async def save(self, request: SaveRequest, lane_key: int = 0) -> SaveOutcome:
         """Resolve once the event's transaction has committed (or raise StoreUnavailable)."""
-        return await self.submit(request)
+        return await self.submit(request, lane_key)
 
     async def close(self) -> None:
         """Commit everything already queued, then stop (graceful shutdown)."""
-        if self._task is None:
+        if not self._tasks:
             return
-        await self._queue.join()
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        for queue in self._queues:
+            await queue.join()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
-    async def _run(self) -> None:
+    async def _run(self, queue: asyncio.Queue[_Item]) -> None:
         while True:
-            batch = [await self._queue.get()]
-            while len(batch) < self._batch_max and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+            batch = [await queue.get()]
+            while len(batch) < self._batch_max and not queue.empty():
+                batch.append(queue.get_nowait())
             try:
                 await self._commit(batch)
             finally:
                 for _ in batch:
-                    self._queue.task_done()
+                    queue.task_done()
 
     async def _commit(self, batch: list[_Item]) -> None:
         try:
