@@ -11,10 +11,10 @@ import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Self
+from typing import IO
 
-from cluster.services.ports import child_pids, client_host, kill_group, log_tail, terminate
+from cluster.services.child import ChildServer
+from cluster.services.ports import child_pids, client_host, log_tail, terminate
 
 _INSTALL_HINT = "apt-get update && apt-get install -y nginx"
 
@@ -60,7 +60,7 @@ def _shutting_down(pid: int) -> bool:
     return b"shutting down" in title
 
 
-class NginxServer:
+class NginxServer(ChildServer):
     """An nginx master owned by this process (`-g 'daemon off;'`, own session).
 
     The config must not set `daemon` itself and should keep pid, temp and log paths inside the
@@ -228,31 +228,6 @@ class NginxServer:
         if self._proc is not None:
             terminate(self._proc, signal.SIGQUIT if graceful else signal.SIGTERM, timeout)
         self._release()
-
-    def kill(self) -> None:
-        """SIGKILL master and workers together; killing the master alone leaves workers serving."""
-        if self._proc is not None:
-            kill_group(self._proc)
-        self._release()
-
-    def _release(self) -> None:
-        """Forget the reaped process and close its output file."""
-        self._proc = None
-        if self._output is not None:
-            self._output.close()
-            self._output = None
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         state = "running" if self.is_running() else "stopped"

@@ -9,10 +9,10 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Self
+from typing import IO
 
-from cluster.services.ports import client_host, kill_group, log_tail, terminate, url_host
+from cluster.services.child import ChildServer
+from cluster.services.ports import client_host, log_tail, terminate, url_host
 
 
 def find_redis_server() -> Path:
@@ -27,7 +27,7 @@ def find_redis_server() -> Path:
     return Path(found)
 
 
-class RedisServer:
+class RedisServer(ChildServer):
     """A redis-server owned by this process, with persistence off.
 
     The relay uses Redis as a bus and cache only, so nothing is saved: a kill() followed by
@@ -166,31 +166,6 @@ class RedisServer:
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
-
-    def kill(self) -> None:
-        """SIGKILL the server to simulate a crash; the port is free again when this returns."""
-        if self._proc is not None:
-            kill_group(self._proc)
-        self._release()
-
-    def _release(self) -> None:
-        """Forget the reaped process and close its output file."""
-        self._proc = None
-        if self._output is not None:
-            self._output.close()
-            self._output = None
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         state = "running" if self.is_running() else "stopped"
