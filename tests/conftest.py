@@ -17,6 +17,8 @@ from cluster.store.migrations import apply_migrations
 from tests.services import (
     DEFAULT_PG,
     DEFAULT_REDIS,
+    LEDGER_TOKEN,
+    LedgerProcess,
     RelayProcess,
     RelayStarter,
     create_database,
@@ -117,6 +119,31 @@ def start_relay(relay_env: dict[str, str], tmp_path: Path) -> Iterator[RelayStar
         yield starter
     finally:
         starter.stop_all()
+
+
+@pytest.fixture(scope="module")
+def ledger(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LedgerProcess]:
+    """One ledger node per test module, sharing the session database (schema `ledger`)."""
+    process = LedgerProcess(
+        database_url, tmp_path_factory.mktemp("ledger") / "ledger.log", token=LEDGER_TOKEN
+    )
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture
+def own_ledger(database_url: str, tmp_path: Path) -> Iterator[LedgerProcess]:
+    """A ledger node this test may freeze, kill and restart."""
+    process = LedgerProcess(database_url, tmp_path / "ledger.log", token=LEDGER_TOKEN)
+    process.start()
+    try:
+        yield process
+    finally:
+        process.thaw()
+        process.stop()
 
 
 @pytest.fixture

@@ -24,6 +24,8 @@ import redis
 
 from cluster.services.ports import free_port, kill_group, signal_group, terminate
 
+LEDGER_TOKEN = secrets.token_hex(24)
+"""The bearer token of every ledger node the tests start."""
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
 

@@ -10,7 +10,7 @@ from cluster.services.ports import kill_group
 
 
 class ChildServer:
-    """Base of the nginx and Redis supervisors (PostgreSQL adds a socket dir of its own)."""
+    """Base of the PostgreSQL, Redis and nginx supervisors."""
 
     _proc: subprocess.Popen[bytes] | None = None
     _output: IO[bytes] | None = None

@@ -13,10 +13,10 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Self
+from typing import IO
 
-from cluster.services.ports import client_host, kill_group, log_tail, terminate, url_host
+from cluster.services.child import ChildServer
+from cluster.services.ports import client_host, log_tail, terminate, url_host
 
 SERVICE_USER = "relaycluster"
 """Unprivileged account created when running as root and no `postgres` user exists."""
@@ -167,7 +167,7 @@ def _chown_tree(path: Path, uid: int, gid: int) -> None:
             os.chown(Path(dirpath) / name, uid, gid, follow_symlinks=False)
 
 
-class PostgresServer:
+class PostgresServer(ChildServer):
     """A postmaster owned by this Python process, started in its own session.
 
     The own session (start_new_session=True) keeps a terminal Ctrl-C from killing it behind our
@@ -196,7 +196,7 @@ class PostgresServer:
         )
         self._bin_dir = bin_dir
         self._proc: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
+        self._output: IO[bytes] | None = None
         self._tmp_socket_dir: Path | None = None
 
     @property
@@ -240,7 +240,7 @@ class PostgresServer:
             if self.data_dir.stat().st_uid != user.pw_uid:
                 _chown_tree(self.data_dir, user.pw_uid, user.pw_gid)
         self.data_dir.chmod(0o700)  # postgres refuses group/world-accessible data dirs
-        self._log = self.log_path.open("ab")
+        self._output = self.log_path.open("ab")
         try:
             if not (self.data_dir / "PG_VERSION").exists():
                 self._initdb(bin_dir, user, deadline)
@@ -259,7 +259,7 @@ class PostgresServer:
 
     def _initdb(self, bin_dir: Path, user: pwd.struct_passwd | None, deadline: float) -> None:
         """Create the cluster; C locale so it works in minimal containers without locales."""
-        assert self._log is not None
+        assert self._output is not None
         cmd = [
             str(bin_dir / "initdb"),
             "-D",
@@ -275,7 +275,7 @@ class PostgresServer:
             result = subprocess.run(
                 cmd,
                 stdin=subprocess.DEVNULL,
-                stdout=self._log,
+                stdout=self._output,
                 stderr=subprocess.STDOUT,
                 cwd=self.data_dir,
                 timeout=max(1.0, deadline - time.monotonic()),
@@ -287,7 +287,7 @@ class PostgresServer:
         except subprocess.TimeoutExpired:
             raise TimeoutError(f"initdb did not finish; see {self.log_path}") from None
         if result.returncode != 0:
-            self._log.flush()
+            self._output.flush()
             raise RuntimeError(
                 f"initdb failed with exit code {result.returncode} for {self.data_dir}:\n"
                 f"{log_tail(self.log_path)}"
@@ -322,7 +322,7 @@ class PostgresServer:
         self._proc = subprocess.Popen(
             cmd,
             stdin=subprocess.DEVNULL,
-            stdout=self._log,
+            stdout=self._output,
             stderr=subprocess.STDOUT,
             cwd=self.data_dir,
             start_new_session=True,
@@ -384,33 +384,12 @@ class PostgresServer:
             terminate(self._proc, _STOP_SIGNALS[mode], timeout)
         self._release()
 
-    def kill(self) -> None:
-        """SIGKILL the postmaster and its backends, simulating a crash for fault tests."""
-        if self._proc is not None:
-            kill_group(self._proc)
-        self._release()
-
     def _release(self) -> None:
         """Forget the reaped process and close what start() opened."""
-        self._proc = None
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        super()._release()
         if self._tmp_socket_dir is not None:
             shutil.rmtree(self._tmp_socket_dir, ignore_errors=True)
             self._tmp_socket_dir = None
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         state = "running" if self.is_running() else "stopped"

@@ -5,12 +5,10 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import secrets
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import aiohttp
 import msgspec
@@ -29,37 +27,12 @@ from cluster.payments.dassie import (
 )
 from cluster.payments.model import ChannelState, ChannelStatus, Currency, PaymentReason
 from cluster.services.ports import free_port
+from tests.services import LEDGER_TOKEN as TOKEN
 from tests.services import LedgerProcess
 
-TOKEN = secrets.token_hex(24)
 SENDER = "7f" * 32
 OTHER = "3c" * 32
 EVENT_ID = "ab" * 32
-
-
-@pytest.fixture(scope="module")
-def ledger(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LedgerProcess]:
-    """One ledger for the functional tests, sharing the relay's session database."""
-    process = LedgerProcess(
-        database_url, tmp_path_factory.mktemp("ledger") / "ledger.log", token=TOKEN
-    )
-    process.start()
-    try:
-        yield process
-    finally:
-        process.stop()
-
-
-@pytest.fixture
-def own_ledger(database_url: str, tmp_path: Path) -> Iterator[LedgerProcess]:
-    """A ledger this test may freeze, kill and restart."""
-    process = LedgerProcess(database_url, tmp_path / "ledger.log", token=TOKEN)
-    process.start()
-    try:
-        yield process
-    finally:
-        process.thaw()
-        process.stop()
 
 
 @pytest.fixture

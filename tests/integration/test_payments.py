@@ -6,7 +6,6 @@ import asyncio
 import secrets
 import time
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -21,9 +20,9 @@ from cluster.payments.dassie import DassieClient
 from cluster.payments.model import ChannelState
 from cluster.services.redis import RedisServer
 from tests.client import connect
+from tests.services import LEDGER_TOKEN as TOKEN
 from tests.services import LedgerProcess, RelayProcess, RelayStarter, record
 
-TOKEN = secrets.token_hex(24)
 PRICED_KIND, PRICE = 4000, 10
 ARTICLE_KIND, ARTICLE_PRICE = 30078, 25
 PRICING = f"{PRICED_KIND}:{PRICE},{ARTICLE_KIND}:{ARTICLE_PRICE}"
@@ -38,18 +37,6 @@ def paid_env(ledger: LedgerProcess, **extra: str) -> dict[str, str]:
         "RELAY_DASSIE__TIMEOUT": "2",
         **extra,
     }
-
-
-@pytest.fixture(scope="module")
-def ledger(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LedgerProcess]:
-    process = LedgerProcess(
-        database_url, tmp_path_factory.mktemp("ledger") / "ledger.log", token=TOKEN
-    )
-    process.start()
-    try:
-        yield process
-    finally:
-        process.stop()
 
 
 @pytest.fixture(scope="module")
@@ -358,16 +345,6 @@ async def test_thousand_claims_from_four_connections(
 
 
 # ---- faults: the ledger and Redis --------------------------------------------------------------
-
-
-@pytest.fixture
-def own_ledger(database_url: str, tmp_path: Path) -> Iterator[LedgerProcess]:
-    process = LedgerProcess(database_url, tmp_path / "ledger.log", token=TOKEN)
-    process.start()
-    try:
-        yield process
-    finally:
-        process.stop()
 
 
 @pytest.fixture
