@@ -35,7 +35,7 @@ def record(test: str, **figures: Any) -> None:
     path = os.environ.get("RELIABILITY_LOG")
     if path:
         with open(path, "a") as log:
-            log.write(json.dumps({"test": test, **figures}) + "\n")
+            log.write(json.dumps({"test": test, **figures}, default=str) + "\n")
 
 
 def postgres_reachable(url: str) -> bool:
