@@ -58,7 +58,7 @@ class FanoutBus:
         deliver: Deliver,
         *,
         interested: Callable[[], bool] = lambda: True,
-        dedup_capacity: int = 200_000,
+        dedup_capacity: int = 50_000,
     ) -> None:
         self.origin = uuid.uuid4().hex[:12].encode()
         self._url = redis_url
