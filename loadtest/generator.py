@@ -409,6 +409,13 @@ class Clients:
         self._sessions.clear()
 
 
+async def wait_drained(drained: asyncio.Event, deadline: float) -> None:
+    """Wait for the last answers, but never past `deadline` (perf_counter seconds)."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(max(0.1, deadline - time.perf_counter())):
+            await drained.wait()
+
+
 async def pump(ws: aiohttp.ClientWebSocketResponse, handle: Callable[[str], None]) -> str:
     """Feed every text frame to `handle` until the socket closes; returns why it ended."""
     try:
@@ -648,9 +655,7 @@ async def run_publish(
         sent = await offer(opened, plan, rate, due, deadline=deadline)
         tracker.sending_done = True
         if tracker.pending:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(0.1, deadline - time.perf_counter())):
-                    await tracker.drained.wait()
+            await wait_drained(tracker.drained, deadline)
         generator_cpu = cpu.result()
     finally:
         await readers.stop()
@@ -999,9 +1004,7 @@ async def run_query(
                 await asyncio.sleep(delay)
         tracker.sending_done = True
         if tracker.inflight:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(0.1, deadline - time.perf_counter())):
-                    await tracker.drained.wait()
+            await wait_drained(tracker.drained, deadline)
         generator_cpu = cpu.result()
     finally:
         await readers.stop()

@@ -86,6 +86,12 @@ def encode_event(event: Event) -> bytes:
     return msgspec.json.encode(event)
 
 
+def id_of_encoded(event_json: bytes) -> str:
+    """The id of an event encoded by `encode_event`, without decoding it: the encoder writes
+    the struct's fields in order, so the JSON starts with `{"id":"<64 hex>"`."""
+    return event_json[7:71].decode()
+
+
 def canonical_serialisation(event: Event) -> bytes:
     """NIP-01's `[0,pubkey,created_at,kind,tags,content]` with its exact escaping rules.
 

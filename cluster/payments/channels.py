@@ -77,8 +77,11 @@ class ChannelStateCache:
         try:
             state = await self._fetch_once(channel_id)
         except DassieUnavailable as exc:
-            usable = entry is not None and now - entry.fetched_at < self._stale_grace
-            if usable and entry is not None and entry.state is not None:
+            if (
+                entry is not None
+                and entry.state is not None
+                and now - entry.fetched_at < self._stale_grace
+            ):
                 self.hits["stale"] += 1
                 return ChannelLookup(entry.state, from_cache=True)
             raise PaymentUnavailable(str(exc)) from exc

@@ -10,10 +10,12 @@ import ipaddress
 from dataclasses import dataclass, field
 from functools import cached_property
 
+import msgspec
+
 from cluster.config import Settings
 from cluster.nostr.auth import auth_required, new_challenge
 from cluster.nostr.dm_access import DM_KINDS, filter_may_match_dms, filter_needs_auth, may_read
-from cluster.nostr.event import Event
+from cluster.nostr.event import Event, event_from_json
 from cluster.nostr.filters import Filter
 from cluster.nostr.pow import check_pow
 from cluster.nostr.protected import check_protected, is_protected
@@ -21,6 +23,13 @@ from cluster.nostr.rejection import Rejection, blocked, rate_limited
 from cluster.relay.ratelimit import RateLimiter, subject_of_ip
 
 MINUTE = 60
+
+
+class _KindOnly(msgspec.Struct):
+    kind: int
+
+
+_kind_decoder = msgspec.json.Decoder(_KindOnly)
 
 
 @dataclass
@@ -110,6 +119,12 @@ class AccessControl:
         return self.settings.auth.restrict_dm_reads and any(
             filter_may_match_dms(flt) for flt in filters
         )
+
+    def may_see_stored(self, state: AccessState, row: bytes) -> bool:
+        """`may_see` for stored JSON: only the kind is read unless it is a DM kind."""
+        if _kind_decoder.decode(row).kind not in DM_KINDS:
+            return True
+        return self.may_see(state, event_from_json(row))
 
     def may_see(self, state: AccessState, event: Event) -> bool:
         if not self.settings.auth.restrict_dm_reads or event.kind not in DM_KINDS:

@@ -12,7 +12,7 @@ from psycopg_pool import PoolTimeout
 
 from cluster import metrics
 from cluster.nostr.auth import check_auth_event
-from cluster.nostr.event import Event, encode_event, event_from_json, verify
+from cluster.nostr.event import Event, encode_event, id_of_encoded, verify
 from cluster.nostr.messages import (
     AuthCommand,
     CloseCommand,
@@ -168,9 +168,7 @@ async def handle_req(connection: Connection, command: Any) -> None:
         return
     rows = stored.raws
     if context.access.must_screen_dms(command.filters):
-        rows = [
-            row for row in rows if context.access.may_see(connection.access, event_from_json(row))
-        ]
+        rows = [row for row in rows if context.access.may_see_stored(connection.access, row)]
     for row in rows:
         await connection.send_and_wait(event_message(sub_id, row))
     connection.send(eose_message(sub_id))
@@ -179,15 +177,10 @@ async def handle_req(connection: Connection, command: Any) -> None:
     subscription.suppress(stored.recent_ids, time.monotonic() + FANOUT_GRACE)
     held = connection.pending_live.pop(subscription, None)
     if held and connection.subscriptions.get(sub_id) is subscription:
-        already_sent = {_event_id_of(row) for row in rows}
+        already_sent = {id_of_encoded(row) for row in rows}
         for event_id, message in held:
             if event_id not in already_sent:
                 connection.send(message)
-
-
-def _event_id_of(row: bytes) -> str:
-    """Stored rows start with `{"id":"<64 hex>"`: the encoder writes `id` first."""
-    return row[7:71].decode()
 
 
 async def handle_count(connection: Connection, command: Any) -> None:

@@ -12,17 +12,13 @@ from psycopg_pool import AsyncConnectionPool
 
 from cluster import metrics
 from cluster.nostr.deletion import deletion_targets
-from cluster.nostr.event import Event
+from cluster.nostr.event import Event, id_of_encoded
 from cluster.nostr.filters import Filter
 from cluster.nostr.kinds import DELETION
 from cluster.payments.model import ChannelState, PaymentClaim
 from cluster.store.sql import build_count, build_select, queryable
 from cluster.store.text import pg_text
 
-SAVE_SQL = (
-    "SELECT relay_save_event(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
-    " %s, %s, %s, %s, %s, %s, %s, %s)"
-)
 # Binary parameters (%b): arrays travel without text escaping (psycopg's text array dumper
 # runs a regex over every element) and bytea without hex encoding.
 SAVE_BATCH_SQL = (
@@ -101,7 +97,7 @@ def save_parameters(request: SaveRequest) -> tuple[Any, ...]:
 def batch_columns(rows: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
     """Per-event parameter tuples → the parallel arrays relay_save_events takes (003)."""
     columns: list[list[Any]] = []
-    for position in range(len(rows[0]) if rows else len(NO_PAYMENT) + 10):
+    for position in range(len(rows[0])):
         values = [row[position] for row in rows]
         if position in _RAGGED:
             columns.append([len(value) for value in values])
@@ -131,6 +127,8 @@ class EventStore:
 
         Nothing is acknowledged until this returns, i.e. until the COMMIT succeeded.
         """
+        if not items:
+            return []
         columns = batch_columns([save_parameters(item) for item in items])
         with metrics.DB_QUERY.labels("save_batch").time():
             async with self.pool.connection() as conn, conn.transaction():
@@ -156,7 +154,9 @@ class EventStore:
                 rows = await cursor.fetchall()
         raws = [row[0].encode() for row in rows]
         cutoff = datetime.now(UTC) - timedelta(seconds=FANOUT_GRACE)
-        recent = {row[0][7:71] for row in rows if row[1] >= cutoff}  # `{"id":"<hex>"` first
+        recent = {
+            id_of_encoded(raw) for raw, row in zip(raws, rows, strict=True) if row[1] >= cutoff
+        }
         return StoredRows(raws, recent)
 
     async def count(self, filters: Sequence[Filter], now: int) -> int:
