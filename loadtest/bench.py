@@ -507,8 +507,11 @@ def fill(database_url: str, total: int, manifest_path: Path) -> dict[str, Any]:
     import psycopg
 
     with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute("VACUUM (ANALYZE) events")
-        size = conn.execute("SELECT pg_size_pretty(pg_total_relation_size('events'))").fetchone()
+        conn.execute("VACUUM (ANALYZE) events, event_tags")
+        size = conn.execute(
+            "SELECT pg_size_pretty(pg_total_relation_size('events')"
+            " + pg_total_relation_size('event_tags'))"
+        ).fetchone()
     elapsed = time.monotonic() - started
     authors_n = chunks[0].authors
     e_targets: Counter[str] = Counter()
@@ -845,11 +848,17 @@ def explain_shapes(database_url: str, manifest: dict[str, Any], samples: int = 3
     from psycopg import ClientCursor
 
     from cluster.nostr.filters import FilterLimits, parse_filter
+    from cluster.store.pool import SESSION_OPTIONS
     from cluster.store.sql import build_select
 
     rng = random.Random(3)
     out: dict[str, Any] = {}
-    with psycopg.connect(database_url, cursor_factory=ClientCursor, autocommit=True) as conn:
+    with psycopg.connect(
+        database_url,
+        cursor_factory=ClientCursor,
+        autocommit=True,
+        options=SESSION_OPTIONS,  # the relay's own session settings, so its own plans
+    ) as conn:
         for shape in QUERY_SHAPES:
             runs = []
             for _ in range(samples):
@@ -1357,7 +1366,8 @@ def render_markdown(results: dict[str, Any], machine: dict[str, Any], command: s
         lines += [
             "## Database queries (REQ → EOSE by filter shape)",
             "",
-            f"{fill_info.get('count', 0):,} stored events (table {fill_info.get('table_size', '?')}"
+            f"{fill_info.get('count', 0):,} stored events (events and their tag index"
+            f" {fill_info.get('table_size', '?')}"
             f", {FILL_AUTHORS:,} authors with a skewed share each, 30 days of timestamps). "
             f"End-to-end REQ → EOSE through nginx at {q['offered_rate']:g} q/s (and at "
             f"{(results.get('query_load') or {}).get('offered_rate', 0):g} q/s), run before the "

@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Coroutine
 from typing import Any
 
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType
 
 from cluster import metrics
 from cluster.nostr.event import Event
@@ -36,6 +36,8 @@ from cluster.nostr.messages import (
 )
 from cluster.relay.access import AccessState
 from cluster.relay.context import RelayContext
+from cluster.relay.deflate import ThresholdDeflateResponse
+from cluster.relay.frames import text_frames
 from cluster.relay.ordering import Line
 from cluster.relay.subscriptions import Subscription
 
@@ -48,6 +50,8 @@ SLOW_CLIENT_REASON = "Cannot keep up with event stream"
 PENDING_LIVE_MAX = 10_000
 HARD_CAP_FACTOR = 16
 TRANSPORT_BACKED_UP = 64 * 1024
+WRITE_BATCH_BYTES = 64 * 1024
+WRITABLE_POLL = 0.005
 
 
 class ConnectionRegistry:
@@ -72,7 +76,7 @@ class ConnectionRegistry:
 class Connection:
     def __init__(
         self,
-        ws: web.WebSocketResponse,
+        ws: ThresholdDeflateResponse,
         context: RelayContext,
         access: AccessState,
         transport: asyncio.Transport | None = None,
@@ -157,26 +161,64 @@ class Connection:
         return transport is None or transport.get_write_buffer_size() >= TRANSPORT_BACKED_UP
 
     async def write_loop(self) -> None:
-        """The only place that writes to the socket."""
+        """The only place that writes data frames to the socket.
+
+        Everything queued that goes out uncompressed is framed here and written with one
+        transport write; a message that will be compressed goes through aiohttp's writer (its
+        compression context must see every compressed message, in order).
+        """
         ws = self.ws
+        transport = self.transport
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._outbox:
-                data, live = self._outbox.popleft()
                 try:
-                    await ws.send_frame(data, WSMsgType.TEXT)
+                    if transport is None or ws.compresses(len(self._outbox[0][0])):
+                        data, live = self._outbox.popleft()
+                        await ws.send_frame(data, WSMsgType.TEXT)
+                        self._sent(len(data), len(data) if live else 0)
+                    else:
+                        self._write_plain(transport)
+                        await self._writable(transport)
                 except (ConnectionError, RuntimeError):
                     self._closing = True
                     self._outbox.clear()
                     self._drained.set()
                     return
-                self._queued_bytes -= len(data)
-                if live:
-                    self._live_bytes -= len(data)
-                if self._queued_bytes <= OWN_HIGH_WATER // 2:
-                    self._drained.set()
             self._drained.set()
+
+    def _write_plain(self, transport: asyncio.Transport) -> None:
+        """Frame the queued messages up to the first one that will be compressed (or
+        WRITE_BATCH_BYTES), and write them at once."""
+        if self.ws.closed or transport.is_closing():
+            raise ConnectionResetError("the WebSocket is closing")
+        outbox = self._outbox
+        ws = self.ws
+        batch: list[bytes] = []
+        size = live_size = 0
+        while outbox and size < WRITE_BATCH_BYTES and not ws.compresses(len(outbox[0][0])):
+            data, live = outbox.popleft()
+            batch.append(data)
+            size += len(data)
+            if live:
+                live_size += len(data)
+        transport.write(text_frames(batch))
+        self._sent(size, live_size)
+
+    def _sent(self, size: int, live_size: int) -> None:
+        self._queued_bytes -= size
+        self._live_bytes -= live_size
+        if self._queued_bytes <= OWN_HIGH_WATER // 2:
+            self._drained.set()
+
+    async def _writable(self, transport: asyncio.Transport) -> None:
+        """Wait while the kernel and transport buffers are full: a slow reader is not fed
+        faster than it reads (and `_cannot_keep_up` sees the backed-up transport)."""
+        while transport.get_write_buffer_size() >= TRANSPORT_BACKED_UP:
+            if transport.is_closing():
+                raise ConnectionResetError("the WebSocket is closing")
+            await asyncio.sleep(WRITABLE_POLL)
 
     async def flush(self, timeout: float) -> None:
         """Wait (bounded) until everything queued has been written."""

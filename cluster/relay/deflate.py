@@ -24,6 +24,11 @@ class ThresholdDeflateResponse(web.WebSocketResponse):
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self._threshold = threshold
 
+    def compresses(self, size: int) -> bool:
+        """True when a message of `size` bytes goes out compressed (negotiated, and big enough)."""
+        writer = getattr(self, "_writer", None)
+        return writer is not None and bool(writer.compress) and size >= self._threshold
+
     async def send_frame(
         self, message: bytes, opcode: WSMsgType, compress: int | None = None
     ) -> None:

@@ -21,6 +21,7 @@ import contextlib
 import json
 import os
 import re
+import resource
 import secrets
 import signal
 import socket
@@ -40,7 +41,11 @@ import psycopg
 
 from cluster.config import Settings, load_settings
 from cluster.services.nginx import NginxServer, find_nginx
-from cluster.services.nginx_config import default_worker_user, write_nginx_config
+from cluster.services.nginx_config import (
+    DEFAULT_RLIMIT_NOFILE,
+    default_worker_user,
+    write_nginx_config,
+)
 from cluster.services.ports import (
     free_port,
     kill_group,
@@ -48,7 +53,7 @@ from cluster.services.ports import (
     signal_group,
     wait_group_gone,
 )
-from cluster.services.postgres import PostgresServer
+from cluster.services.postgres import PostgresServer, machine_memory, server_tuning
 from cluster.services.redis import RedisServer
 from cluster.store.migrations import ensure_database
 
@@ -60,6 +65,9 @@ HEALTH_TIMEOUT = 60.0
 STOP_TIMEOUT = 20.0
 """Seconds an instance gets after SIGTERM (gunicorn drains its workers) before SIGKILL."""
 RESTART_LIMIT = 5
+# Two nginx workers: each proxied WebSocket costs a worker two descriptors, and where the hard
+# descriptor limit is 20,000 (as in this sandbox) one worker tops out just below 10,000 clients.
+NGINX_WORKERS = 2
 RESTART_WINDOW = 60.0
 POLL_INTERVAL = 0.5
 
@@ -100,6 +108,15 @@ class RestartBudget:
             return False
         self.times.append(now)
         return True
+
+
+def nginx_descriptor_limit() -> int:
+    """What nginx's workers may raise their descriptor limit to: our own hard limit (an
+    unprivileged process cannot go beyond it), capped at the template's default."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard == resource.RLIM_INFINITY:
+        return DEFAULT_RLIMIT_NOFILE
+    return max(1024, min(DEFAULT_RLIMIT_NOFILE, hard))
 
 
 def port_is_free(port: int, host: str = HOST) -> bool:
@@ -328,7 +345,11 @@ class LocalCluster:
             flush=True,
         )
         self.postgres = PostgresServer(
-            self.data_dir / "postgres", port, HOST, log_path=self.logs / "postgres.log"
+            self.data_dir / "postgres",
+            port,
+            HOST,
+            log_path=self.logs / "postgres.log",
+            extra_settings=server_tuning(machine_memory()),
         )
         self.postgres.start(timeout=120)
         self.save_state()
@@ -436,6 +457,8 @@ class LocalCluster:
             prefix,
             listen_host=HOST,
             user=default_worker_user(),
+            worker_processes=NGINX_WORKERS,
+            rlimit_nofile=nginx_descriptor_limit(),
         )
         self.nginx = NginxServer(
             conf,

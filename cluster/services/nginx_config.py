@@ -27,6 +27,8 @@ TEMPLATE_PATH = Path(__file__).resolve().parents[2] / "nginx" / "relay.conf.temp
 """The template ships in the repository's top-level `nginx/` folder, next to `cluster/`."""
 
 UPSTREAM_OPTIONS = "max_fails=1 fail_timeout=5s"
+# Descriptors per nginx worker: two per proxied WebSocket (client + upstream) and a few more.
+DEFAULT_RLIMIT_NOFILE = 70_000
 """One failed attempt marks an instance down for 5 s, so nginx stops sending clients to it."""
 
 _USER = re.compile(r"[A-Za-z0-9_.-]+(?: [A-Za-z0-9_.-]+)?")
@@ -111,6 +113,7 @@ def render_nginx_config(
     user: str | None = None,
     upstream_host: str = "127.0.0.1",
     template_path: Path = TEMPLATE_PATH,
+    rlimit_nofile: int = DEFAULT_RLIMIT_NOFILE,
 ) -> str:
     """Fill the template: nginx on listen_host:listen_port in front of the given instance ports.
 
@@ -121,6 +124,8 @@ def render_nginx_config(
         raise ValueError("at least one upstream port is required")
     if worker_processes < 1:
         raise ValueError(f"worker_processes must be >= 1, not {worker_processes}")
+    if rlimit_nofile < 1024:
+        raise ValueError(f"rlimit_nofile must be >= 1024, not {rlimit_nofile}")
     if user is not None and not _USER.fullmatch(user):
         raise ValueError(f"invalid nginx user {user!r}")
     servers = "\n".join(
@@ -131,6 +136,7 @@ def render_nginx_config(
     values = {
         "user_directive": f"user {user};" if user else "# no `user` directive: nginx is not root",
         "worker_processes": str(worker_processes),
+        "worker_rlimit_nofile": str(rlimit_nofile),
         "prefix": _check_prefix(prefix),
         "listen_address": f"{url_host(listen_host)}:{_check_port(listen_port, 'listen port')}",
         "upstream_servers": servers,
@@ -152,6 +158,7 @@ def write_nginx_config(
     listen_host: str = "127.0.0.1",
     worker_processes: int = 1,
     user: str | None = None,
+    rlimit_nofile: int = DEFAULT_RLIMIT_NOFILE,
 ) -> Path:
     """Render the config to `path` (creating `prefix` and the parent folder); returns `path`."""
     text = render_nginx_config(
@@ -161,6 +168,7 @@ def write_nginx_config(
         listen_host=listen_host,
         worker_processes=worker_processes,
         user=user,
+        rlimit_nofile=rlimit_nofile,
     )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -188,6 +196,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--prefix", type=Path, required=True, help="nginx -p directory")
     parser.add_argument("--worker-processes", type=int, default=1)
     parser.add_argument("--user", help="nginx `user` directive, e.g. 'nobody nogroup' as root")
+    parser.add_argument("--rlimit-nofile", type=int, default=DEFAULT_RLIMIT_NOFILE)
     return parser.parse_args(argv)
 
 
@@ -202,6 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             worker_processes=args.worker_processes,
             user=args.user,
             upstream_host=args.upstream_host,
+            rlimit_nofile=args.rlimit_nofile,
         )
     except (ValueError, FileNotFoundError) as exc:
         print(f"nginx_config: {exc}", file=sys.stderr)

@@ -6,12 +6,17 @@ from psycopg_pool import AsyncConnectionPool
 
 from cluster.config import DatabaseSettings
 
+# Every relay query stops after `limit` rows; starting parallel workers costs milliseconds,
+# more than such a query takes on its own.
+SESSION_OPTIONS = "-c max_parallel_workers_per_gather=0"
+
 
 def create_pool(settings: DatabaseSettings, *, name: str = "relay") -> AsyncConnectionPool:
     """A pool that is not yet open: `await pool.open()` in the owner's start-up.
 
     Autocommit is on so reads never sit in an open transaction; writes open one explicitly.
     The statement timeout is set per connection so one bad query cannot pin the pool.
+    Parallel query is off for these sessions (SESSION_OPTIONS).
     """
     return AsyncConnectionPool(
         settings.url,
@@ -22,7 +27,7 @@ def create_pool(settings: DatabaseSettings, *, name: str = "relay") -> AsyncConn
         open=False,
         kwargs={
             "autocommit": True,
-            "options": f"-c statement_timeout={settings.statement_timeout_ms}",
+            "options": f"-c statement_timeout={settings.statement_timeout_ms} {SESSION_OPTIONS}",
             "application_name": f"relay-cluster-{name}",
         },
     )

@@ -3,6 +3,14 @@
 Every value travels as a bound parameter; only fixed fragments are concatenated. Tested from a
 table of cases without a database (tests/unit/store/test_sql.py) and differentially against
 `Filter.matches` with a database (tests/integration/test_store_differential.py).
+
+Access paths, by what a filter names (first match wins):
+- ids, or a single author: one scan of events (primary key, or the author's time index);
+- several authors (a follow feed), or several kinds: a LATERAL scan per key picks each key's
+  newest ids, the newest `limit` of those are then read whole (`_newest_ids`);
+- tags: the event_tags B-tree (tag value, created_at DESC) yields the newest tagged events
+  first, joined to events for every other condition; several values scan one after another;
+- otherwise: one scan of events in time order.
 """
 
 from __future__ import annotations
@@ -13,12 +21,10 @@ from cluster.nostr.filters import Filter
 from cluster.store.text import pg_text
 
 ORDER = "ORDER BY created_at DESC, id"
+TAG_ORDER = "ORDER BY event_created_at DESC, event_id"
 # What a REQ reads per event: the JSON to send, and when it was stored (an event stored moments
 # ago may still be on its way to this worker's subscriptions through the fan-out).
 RESULT = "raw, stored_at"
-# Per-key LATERAL scans: for 2+ authors (or 2+ kinds, with no better key), each key is read
-# from its own (key, created_at DESC) index in order and only `limit` rows per key are
-# considered, so a follow feed never walks the global time index past other authors' events.
 LATERAL_COLUMNS = {"pubkey": "bytea", "kind": "integer"}
 
 
@@ -33,7 +39,7 @@ def _values(column: str, flt: Filter) -> list[Any] | None:
 
 
 def _lateral_column(flt: Filter) -> str | None:
-    """The column to scan per value, or None when one plain scan is the better plan."""
+    """The column to scan per value, or None when another plan is the better one."""
     if flt.ids is not None:
         return None
     if flt.authors is not None:
@@ -43,13 +49,24 @@ def _lateral_column(flt: Filter) -> str | None:
     return None
 
 
+def tag_driver(flt: Filter) -> list[str] | None:
+    """The `letter:value`s whose event_tags rows drive the scan (the letter with fewest values),
+    or None when ids or authors make a better start."""
+    if not flt.tags or flt.ids is not None or flt.authors is not None:
+        return None
+    letter, values = min(flt.tags, key=lambda item: len(item[1]))
+    return sorted(pg_text(f"{letter}:{value}") for value in values)
+
+
 def filter_conditions(
     flt: Filter, now: int, *, per_key: str | None = None
 ) -> tuple[str, list[Any]]:
-    """The WHERE clause of one filter, expired events excluded (NIP-40).
+    """The WHERE clause of one filter on events, expired events excluded (NIP-40).
 
     A single value is compared with `=` (the planner then uses the index order); several with
-    `= ANY(array)`. `per_key` names the column a LATERAL scan binds to `k.v` instead.
+    `= ANY(array)`. `per_key` names the column a LATERAL scan binds to `k.v` instead. Tag
+    conditions test events.tagvalues, which needs no index: the access path comes from
+    event_tags (see `filter_select` and `build_count`).
     """
     clauses = ["(expires_at IS NULL OR expires_at > %s)"]
     params: list[Any] = [now]
@@ -75,20 +92,66 @@ def filter_conditions(
     return " AND ".join(clauses), params
 
 
+def _tag_row_conditions(flt: Filter) -> tuple[str, list[Any]]:
+    """Conditions event_tags can check from its own index before any event row is read."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    kinds = _values("kind", flt)
+    if kinds is not None:
+        clauses.append("event_kind = ANY(%s::integer[])")
+        params.append(kinds)
+    if flt.since is not None:
+        clauses.append("event_created_at >= %s")
+        params.append(flt.since)
+    if flt.until is not None:
+        clauses.append("event_created_at <= %s")
+        params.append(flt.until)
+    return "".join(f" AND {clause}" for clause in clauses), params
+
+
+def _newest_ids(key_type: str, scan: str, *, distinct: bool) -> str:
+    """Events whose ids are the newest `limit` found by a per-key LATERAL `scan` (id, created_at).
+
+    Sorting only ids and timestamps, then reading `limit` whole rows, keeps a feed over many
+    keys from dragging every candidate's JSON through the sort. `distinct` drops an event
+    found under two keys (an event tagged with two of the asked values).
+    """
+    pick = "DISTINCT " if distinct else ""
+    return (
+        f"id = ANY(ARRAY(SELECT id FROM (SELECT {pick}m.id, m.created_at"
+        f" FROM unnest(%s::{key_type}[]) AS k(v) CROSS JOIN LATERAL ({scan}) AS m"
+        f" ORDER BY m.created_at DESC, m.id LIMIT %s) AS newest))"
+    )
+
+
 def filter_select(flt: Filter, now: int, columns: str) -> tuple[str, list[Any]]:
-    """One filter's newest `limit` events, as `columns` (a plain or a per-key LATERAL scan)."""
+    """One filter's newest `limit` events, as `columns` of events."""
+    driver = tag_driver(flt)
+    if driver is not None:
+        where, params = filter_conditions(flt, now)
+        tag_where, tag_params = _tag_row_conditions(flt)
+        scan = (
+            "SELECT event_id AS id, event_created_at AS created_at FROM event_tags"
+            f" JOIN events ON id = event_id WHERE tagvalue = {{key}}{tag_where} AND {where}"
+            f" {TAG_ORDER} LIMIT %s"
+        )
+        scan_params = [*tag_params, *params, flt.limit]
+        if len(driver) == 1:
+            newest = f"id = ANY(ARRAY(SELECT id FROM ({scan.format(key='%s')}) AS newest))"
+            key_params = [driver[0], *scan_params]
+        else:
+            newest = _newest_ids("text", scan.format(key="k.v"), distinct=True)
+            key_params = [driver, *scan_params, flt.limit]
+        return f"SELECT {columns} FROM events WHERE {newest} {ORDER}", key_params
     column = _lateral_column(flt)
     if column is None:
         where, params = filter_conditions(flt, now)
         return f"SELECT {columns} FROM events WHERE {where} {ORDER} LIMIT %s", [*params, flt.limit]
     where, params = filter_conditions(flt, now, per_key=column)
-    keys = _values(column, flt)
-    sql = (
-        f"SELECT {columns} FROM unnest(%s::{LATERAL_COLUMNS[column]}[]) AS k(v) CROSS JOIN LATERAL"
-        f" (SELECT id, created_at, raw, stored_at FROM events WHERE {where} {ORDER} LIMIT %s) AS e"
-        f" {ORDER} LIMIT %s"
-    )
-    return sql, [keys, *params, flt.limit, flt.limit]
+    scan = f"SELECT id, created_at FROM events WHERE {where} {ORDER} LIMIT %s"
+    newest = _newest_ids(LATERAL_COLUMNS[column], scan, distinct=False)
+    sql = f"SELECT {columns} FROM events WHERE {newest} {ORDER}"
+    return sql, [_values(column, flt), *params, flt.limit, flt.limit]
 
 
 def queryable(filters: tuple[Filter, ...] | list[Filter]) -> list[Filter]:
@@ -116,6 +179,16 @@ def build_select(filters: tuple[Filter, ...] | list[Filter], now: int) -> tuple[
     return f"SELECT {RESULT} FROM ({' UNION '.join(parts)}) AS matched {ORDER}", params
 
 
+def count_conditions(flt: Filter, now: int) -> tuple[str, list[Any]]:
+    """`filter_conditions`, plus the event_tags lookup that gives a tag filter an index."""
+    where, params = filter_conditions(flt, now)
+    driver = tag_driver(flt)
+    if driver is None:
+        return where, params
+    tagged = "id IN (SELECT event_id FROM event_tags WHERE tagvalue = ANY(%s::text[]))"
+    return f"{tagged} AND {where}", [driver, *params]
+
+
 def build_count(filters: tuple[Filter, ...] | list[Filter], now: int) -> tuple[str, list[Any]]:
     """NIP-45 COUNT: distinct events matching any filter; limits do not apply to counts."""
     usable = [flt for flt in filters if flt.can_match]
@@ -123,7 +196,7 @@ def build_count(filters: tuple[Filter, ...] | list[Filter], now: int) -> tuple[s
         raise ValueError("no filter can match stored events")
     parts, params = [], []
     for flt in usable:
-        where, filter_params = filter_conditions(flt, now)
+        where, filter_params = count_conditions(flt, now)
         parts.append(f"SELECT id FROM events WHERE {where}")
         params.extend(filter_params)
     if len(parts) == 1:

@@ -47,7 +47,7 @@ def test_render_contains_the_load_balancer_directives(tmp_path: Path) -> None:
         "worker_rlimit_nofile 70000;",
         "use epoll;",
         "multi_accept on;",
-        "listen 127.0.0.1:8080",
+        "listen 127.0.0.1:8080 backlog=4096 reuseport;",
         f'pid "{tmp_path / "nginx"}/nginx.pid";',
     ):
         assert directive in text, directive
@@ -57,6 +57,12 @@ def test_render_contains_the_load_balancer_directives(tmp_path: Path) -> None:
     assert "user nobody nogroup;" in render_nginx_config(
         8080, [8101], tmp_path, user="nobody nogroup"
     )
+    # `up` renders the descriptor limit it can actually grant (its own hard limit).
+    assert "worker_rlimit_nofile 20000;" in render_nginx_config(
+        8080, [8101], tmp_path, rlimit_nofile=20_000
+    )
+    with pytest.raises(ValueError, match="rlimit_nofile"):
+        render_nginx_config(8080, [8101], tmp_path, rlimit_nofile=10)
 
 
 def test_render_rejects_bad_input(tmp_path: Path) -> None:

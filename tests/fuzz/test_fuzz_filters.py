@@ -99,7 +99,8 @@ def blank(flt: Filter, index: int) -> Filter:
         authors=blank_set(flt.authors, lambda i: f"{index + 1:032x}{i:032x}"),
         kinds=blank_set(flt.kinds, lambda i: index * 1000 + i),
         tags=tuple(
-            (chr(ord("a") + position), frozenset({"v"}) if values else frozenset())
+            # as many values as before: one value and several are different access paths
+            (chr(ord("a") + position), frozenset(f"v{i}" for i in range(len(values))))
             for position, (_, values) in enumerate(flt.tags)
         ),
         since=since,
@@ -123,6 +124,8 @@ def check_statement(sql: str, params: list[Any]) -> None:
         if isinstance(param, list):
             assert all(isinstance(item, bytes | int | str) for item in param)
             assert all("\x00" not in item for item in param if isinstance(item, str))
+        elif isinstance(param, str):  # one tag value compared with `=`
+            assert "\x00" not in param
         else:  # a limit, a timestamp, or one id/pubkey/kind compared with `=`
             assert isinstance(param, int | bytes) and not isinstance(param, bool)
 

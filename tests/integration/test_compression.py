@@ -7,6 +7,7 @@ import asyncio
 import base64
 import os
 import struct
+import time
 import zlib
 
 import msgspec
@@ -46,10 +47,16 @@ async def test_only_messages_above_the_threshold_are_compressed(
         workers=1, RELAY_NETWORK__COMPRESSION="true", RELAY_NETWORK__COMPRESSION_THRESHOLD="1024"
     )
     signer = Signer()
-    small, large = signer.sign(1, "tiny"), signer.sign(1, "x" * 1900)
+    # Newest first: small, large, small, small, large. Plain messages are written in batches
+    # and compressed ones one by one; the order on the wire must still be the REQ's order.
+    now = int(time.time())
+    contents = ["tiny", "x" * 1900, "small", "short", "y" * 1500]
+    events = [signer.sign(1, text, created_at=now - age) for age, text in enumerate(contents)]
+    small, large = events[0], events[1]
     async with connect(relay.url) as publisher:
-        for event in (small, large):
-            assert (await publisher.publish(event))[2] is True
+        for event in events:
+            answer = await publisher.publish(event)
+            assert answer[2] is True, answer
 
     reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
     key = base64.b64encode(os.urandom(16)).decode()
@@ -62,11 +69,12 @@ async def test_only_messages_above_the_threshold_are_compressed(
     )
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
     assert b"101" in head.split(b"\r\n")[0] and b"permessage-deflate" in head.lower(), head
-    writer.write(client_frame(orjson.dumps(["REQ", "z", {"ids": [small.id, large.id]}]).decode()))
+    ids = [event.id for event in events]
+    writer.write(client_frame(orjson.dumps(["REQ", "z", {"ids": ids}]).decode()))
     await writer.drain()
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
     seen: dict[str, bool] = {}
-    for _ in range(3):
+    for _ in range(len(events) + 1):
         rsv1, opcode, payload = await asyncio.wait_for(read_frame(reader), 10)
         assert opcode == 1
         if rsv1:
@@ -75,4 +83,9 @@ async def test_only_messages_above_the_threshold_are_compressed(
         seen[message[2]["id"] if message[0] == "EVENT" else message[0]] = rsv1
     writer.close()
     await writer.wait_closed()
-    assert seen == {large.id: True, small.id: False, "EOSE": False}
+    assert list(seen) == [*ids, "EOSE"]
+    assert seen == {
+        **{event.id: len(event.content) >= 1024 for event in events},
+        "EOSE": False,
+    }
+    assert seen[large.id] and not seen[small.id]

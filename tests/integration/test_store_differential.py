@@ -309,3 +309,44 @@ async def test_deletion_removes_only_the_authors_own_events(store: EventStore) -
     ]
     articles = parse_filter({"authors": [alice.pubkey], "kinds": [30023]}, LIMITS)
     assert set(ids_of(await store.query([articles], NOW))) == {newer.id, a_other_article.id}
+
+
+# ---- the tag index follows every way an event leaves ----------------------------------------
+
+
+async def tag_rows(store: EventStore, event: Event) -> list[str]:
+    async with store.pool.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT tagvalue FROM event_tags WHERE event_id = %s ORDER BY tagvalue",
+            (bytes.fromhex(event.id),),
+        )
+        return [row[0] for row in await cursor.fetchall()]
+
+
+async def test_tag_rows_follow_store_replace_delete_and_purge(store: EventStore) -> None:
+    author = Signer()
+    token = secrets.token_hex(8)
+    t = BASE + 20
+    # A repeated tag is one row; multi-letter tags are not indexed (NIP-01).
+    note = author.sign(1, "n", [["t", token], ["t", token], ["p", token], ["tt", token]], t)
+    old = author.sign(30023, "old", [["d", token], ["t", token]], created_at=t)
+    expiring = author.sign(1, "x", [["t", token], ["expiration", str(NOW - 1)]], t)
+    assert await store.save_many(requests([note, old, expiring])) == [SaveOutcome.STORED] * 3
+    assert await tag_rows(store, note) == [f"p:{token}", f"t:{token}"]
+    assert await tag_rows(store, old) == [f"d:{token}", f"t:{token}"]
+
+    new = author.sign(30023, "new", [["d", token]], created_at=t + 1)
+    deletion = author.sign(5, "", [["e", note.id]], created_at=t + 2)
+    assert await store.save_many(requests([new, deletion])) == [SaveOutcome.STORED] * 2
+    assert await tag_rows(store, old) == []  # replaced
+    assert await tag_rows(store, note) == []  # deleted (NIP-09)
+    assert await tag_rows(store, expiring) == [f"t:{token}"]
+    assert await store.purge_expired(NOW) >= 1
+    assert await tag_rows(store, expiring) == []  # purged (NIP-40)
+
+    by_tag = parse_filter({"#t": [token, "unused"]}, LIMITS)
+    assert ids_of(await store.query([by_tag], NOW)) == []
+    assert await store.count([by_tag], NOW) == 0
+    by_d = parse_filter({"#d": [token]}, LIMITS)
+    assert ids_of(await store.query([by_d], NOW)) == [new.id]
+    assert await store.count([by_d], NOW) == 1

@@ -13,7 +13,7 @@ import redis
 
 from cluster.services.nginx import NginxServer
 from cluster.services.ports import free_port, wait_for_port
-from cluster.services.postgres import PostgresServer
+from cluster.services.postgres import PostgresServer, server_tuning
 from cluster.services.redis import RedisServer
 
 
@@ -34,7 +34,10 @@ def test_wait_for_port_sees_listener() -> None:
 
 @pytest.fixture
 def postgres(tmp_path: Path) -> Iterator[PostgresServer]:
-    server = PostgresServer(tmp_path / "pgdata", free_port())
+    # The tuning `relay-cluster up` applies: a misspelt setting would stop the server starting.
+    server = PostgresServer(
+        tmp_path / "pgdata", free_port(), extra_settings=server_tuning(8 * 1024**3)
+    )
     try:
         yield server
     finally:
@@ -46,6 +49,9 @@ def test_postgres_data_survives_kill(postgres: PostgresServer) -> None:
     assert postgres.is_running()
     with psycopg.connect(postgres.url(), connect_timeout=10) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
+        assert conn.execute("SHOW shared_buffers").fetchone() == ("1GB",)
+        assert conn.execute("SHOW synchronous_commit").fetchone() == ("on",)
+        assert conn.execute("SHOW fsync").fetchone() == ("on",)
         conn.execute("CREATE TABLE survivors (name text)")
         conn.execute("INSERT INTO survivors VALUES ('kept')")
         conn.commit()
@@ -58,6 +64,15 @@ def test_postgres_data_survives_kill(postgres: PostgresServer) -> None:
 
     postgres.stop()
     assert not postgres.is_running()
+
+
+@pytest.mark.parametrize(
+    ("memory_gib", "shared"), [(0.5, "128MB"), (2, "256MB"), (8, "1024MB"), (64, "2048MB")]
+)
+def test_server_tuning_scales_shared_buffers_with_memory(memory_gib: float, shared: str) -> None:
+    settings = server_tuning(int(memory_gib * 1024**3))
+    assert settings["shared_buffers"] == shared
+    assert "fsync" not in settings and "synchronous_commit" not in settings
 
 
 def test_postgres_reports_port_conflict(tmp_path: Path) -> None:

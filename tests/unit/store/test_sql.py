@@ -10,6 +10,7 @@ import pytest
 from cluster.nostr.filters import Filter, FilterLimits, parse_filter
 from cluster.store.sql import (
     ORDER,
+    TAG_ORDER,
     build_count,
     build_select,
     filter_conditions,
@@ -108,6 +109,15 @@ def test_filter_conditions(filter_: Filter, sql: str, params: list[Any]) -> None
 
 SELECT_ONE = f"SELECT raw, stored_at FROM events WHERE {{}} {ORDER} LIMIT %s"
 PART = f"(SELECT id, created_at, raw, stored_at FROM events WHERE {{}} {ORDER} LIMIT %s)"
+NEWEST = (
+    "id = ANY(ARRAY(SELECT id FROM (SELECT {pick}m.id, m.created_at"
+    " FROM unnest(%s::{type}[]) AS k(v) CROSS JOIN LATERAL ({{scan}}) AS m"
+    " ORDER BY m.created_at DESC, m.id LIMIT %s) AS newest))"
+)
+TAGGED = (
+    "SELECT event_id AS id, event_created_at AS created_at FROM event_tags"
+    " JOIN events ON id = event_id WHERE tagvalue = {key} AND {where} " + TAG_ORDER + " LIMIT %s"
+)
 
 SELECT_CASES: list[tuple[list[Filter], str, list[Any]]] = [
     ([flt()], SELECT_ONE.format(EXPIRY), [NOW, 20]),
@@ -118,21 +128,64 @@ SELECT_CASES: list[tuple[list[Filter], str, list[Any]]] = [
         SELECT_ONE.format(f"{EXPIRY} AND kind = %s"),
         [NOW, 1, 5],
     ),
-    # several authors: one ordered scan per author (LATERAL), then the newest `limit` overall
+    # several authors: one ordered scan per author (LATERAL) picks ids and timestamps only,
+    # the newest `limit` of those are then read whole
     (
         [flt(authors=[PK_A, PK_B], kinds=[1], limit=4)],
-        "SELECT raw, stored_at FROM unnest(%s::bytea[]) AS k(v) CROSS JOIN LATERAL"
-        f" (SELECT id, created_at, raw, stored_at FROM events WHERE {EXPIRY} AND pubkey = k.v"
-        f" AND kind = %s {ORDER} LIMIT %s) AS e {ORDER} LIMIT %s",
+        f"SELECT raw, stored_at FROM events WHERE {NEWEST.format(pick='', type='bytea')}".replace(
+            "{scan}",
+            f"SELECT id, created_at FROM events WHERE {EXPIRY} AND pubkey = k.v"
+            f" AND kind = %s {ORDER} LIMIT %s",
+        )
+        + f" {ORDER}",
         [[bytes.fromhex(PK_B), bytes.fromhex(PK_A)], NOW, 1, 4, 4],
     ),
     # several kinds and nothing more selective: one ordered scan per kind
     (
         [flt(kinds=[7, 1], limit=3)],
-        "SELECT raw, stored_at FROM unnest(%s::integer[]) AS k(v) CROSS JOIN LATERAL"
-        f" (SELECT id, created_at, raw, stored_at FROM events WHERE {EXPIRY} AND kind = k.v"
-        f" {ORDER} LIMIT %s) AS e {ORDER} LIMIT %s",
+        f"SELECT raw, stored_at FROM events WHERE {NEWEST.format(pick='', type='integer')}".replace(
+            "{scan}",
+            f"SELECT id, created_at FROM events WHERE {EXPIRY} AND kind = k.v {ORDER} LIMIT %s",
+        )
+        + f" {ORDER}",
         [[1, 7], NOW, 3, 3],
+    ),
+    # one tag value: the event_tags B-tree in time order, joined to events for the rest
+    (
+        [flt(kinds=[1, 7], limit=5, **{"#e": [ID_A]})],
+        "SELECT raw, stored_at FROM events WHERE id = ANY(ARRAY(SELECT id FROM ("
+        + TAGGED.format(
+            key="%s",
+            where=f"event_kind = ANY(%s::integer[]) AND {EXPIRY}"
+            " AND kind = ANY(%s::integer[]) AND tagvalues && %s::text[]",
+        )
+        + f") AS newest)) {ORDER}",
+        [f"e:{ID_A}", [1, 7], NOW, [1, 7], [f"e:{ID_A}"], 5],
+    ),
+    # two letters: the one with fewer values drives, the other is rechecked on events
+    (
+        [flt(limit=5, **{"#p": [PK_A, PK_B], "#t": ["x"]})],
+        "SELECT raw, stored_at FROM events WHERE id = ANY(ARRAY(SELECT id FROM ("
+        + TAGGED.format(
+            key="%s", where=f"{EXPIRY} AND tagvalues && %s::text[] AND tagvalues && %s::text[]"
+        )
+        + f") AS newest)) {ORDER}",
+        ["t:x", NOW, [f"p:{PK_B}", f"p:{PK_A}"], ["t:x"], 5],
+    ),
+    # several values: a scan per value, an event found under two values counted once;
+    # since/until bound the tag scan as well
+    (
+        [flt(since=5, limit=2, **{"#p": [PK_A, PK_B]})],
+        f"SELECT raw, stored_at FROM events WHERE {NEWEST.format(pick='DISTINCT ', type='text')}".replace(
+            "{scan}",
+            TAGGED.format(
+                key="k.v",
+                where=f"event_created_at >= %s AND {EXPIRY} AND created_at >= %s"
+                " AND tagvalues && %s::text[]",
+            ),
+        )
+        + f" {ORDER}",
+        [[f"p:{PK_B}", f"p:{PK_A}"], 5, NOW, 5, [f"p:{PK_B}", f"p:{PK_A}"], 2, 2],
     ),
     # filters that cannot return anything are dropped before building
     (
@@ -156,11 +209,14 @@ SELECT_CASES: list[tuple[list[Filter], str, list[Any]]] = [
             [
                 PART.format(EXPIRY),
                 PART.format(EXPIRY),
-                PART.format(f"{EXPIRY} AND tagvalues && %s::text[]"),
+                "(SELECT id, created_at, raw, stored_at FROM events WHERE id = ANY(ARRAY("
+                "SELECT id FROM ("
+                + TAGGED.format(key="%s", where=f"{EXPIRY} AND tagvalues && %s::text[]")
+                + f") AS newest)) {ORDER})",
             ]
         )
         + f") AS matched {ORDER}",
-        [NOW, 20, NOW, 3, NOW, [f"e:{INJECTION}"], 20],
+        [NOW, 20, NOW, 3, f"e:{INJECTION}", NOW, [f"e:{INJECTION}"], 20],
     ),
 ]
 
@@ -187,9 +243,10 @@ COUNT_CASES: list[tuple[list[Filter], str, list[Any]]] = [
         "SELECT count(*) FROM ("
         f"SELECT id FROM events WHERE {EXPIRY} AND kind = %s"
         " UNION "
-        f"SELECT id FROM events WHERE {EXPIRY} AND tagvalues && %s::text[]"
+        "SELECT id FROM events WHERE id IN (SELECT event_id FROM event_tags"
+        f" WHERE tagvalue = ANY(%s::text[])) AND {EXPIRY} AND tagvalues && %s::text[]"
         ") AS matched",
-        [NOW, 1, NOW, [f"p:{PK_A}"]],
+        [NOW, 1, [f"p:{PK_A}"], NOW, [f"p:{PK_A}"]],
     ),
 ]
 
