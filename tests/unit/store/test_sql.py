@@ -119,6 +119,14 @@ TAGGED = (
     " JOIN events ON id = event_id WHERE tagvalue = {key} AND {where} " + TAG_ORDER + " LIMIT %s"
 )
 
+
+def keyed(key_type: str, scan: str, *, distinct: bool = False) -> str:
+    """A per-key LATERAL select: newest ids first, then the whole rows."""
+    pick = "DISTINCT " if distinct else ""
+    newest = NEWEST.format(pick=pick, type=key_type).replace("{scan}", scan)
+    return f"SELECT raw, stored_at FROM events WHERE {newest} {ORDER}"
+
+
 SELECT_CASES: list[tuple[list[Filter], str, list[Any]]] = [
     ([flt()], SELECT_ONE.format(EXPIRY), [NOW, 20]),
     ([flt(limit=1)], SELECT_ONE.format(EXPIRY), [NOW, 1]),
@@ -132,22 +140,20 @@ SELECT_CASES: list[tuple[list[Filter], str, list[Any]]] = [
     # the newest `limit` of those are then read whole
     (
         [flt(authors=[PK_A, PK_B], kinds=[1], limit=4)],
-        f"SELECT raw, stored_at FROM events WHERE {NEWEST.format(pick='', type='bytea')}".replace(
-            "{scan}",
+        keyed(
+            "bytea",
             f"SELECT id, created_at FROM events WHERE {EXPIRY} AND pubkey = k.v"
             f" AND kind = %s {ORDER} LIMIT %s",
-        )
-        + f" {ORDER}",
+        ),
         [[bytes.fromhex(PK_B), bytes.fromhex(PK_A)], NOW, 1, 4, 4],
     ),
     # several kinds and nothing more selective: one ordered scan per kind
     (
         [flt(kinds=[7, 1], limit=3)],
-        f"SELECT raw, stored_at FROM events WHERE {NEWEST.format(pick='', type='integer')}".replace(
-            "{scan}",
+        keyed(
+            "integer",
             f"SELECT id, created_at FROM events WHERE {EXPIRY} AND kind = k.v {ORDER} LIMIT %s",
-        )
-        + f" {ORDER}",
+        ),
         [[1, 7], NOW, 3, 3],
     ),
     # one tag value: the event_tags B-tree in time order, joined to events for the rest
@@ -176,15 +182,15 @@ SELECT_CASES: list[tuple[list[Filter], str, list[Any]]] = [
     # since/until bound the tag scan as well
     (
         [flt(since=5, limit=2, **{"#p": [PK_A, PK_B]})],
-        f"SELECT raw, stored_at FROM events WHERE {NEWEST.format(pick='DISTINCT ', type='text')}".replace(
-            "{scan}",
+        keyed(
+            "text",
             TAGGED.format(
                 key="k.v",
                 where=f"event_created_at >= %s AND {EXPIRY} AND created_at >= %s"
                 " AND tagvalues && %s::text[]",
             ),
-        )
-        + f" {ORDER}",
+            distinct=True,
+        ),
         [[f"p:{PK_B}", f"p:{PK_A}"], 5, NOW, 5, [f"p:{PK_B}", f"p:{PK_A}"], 2, 2],
     ),
     # filters that cannot return anything are dropped before building
