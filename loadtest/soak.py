@@ -45,6 +45,17 @@ def run_window(url: str, rate: float, seconds: float, out: Path) -> dict[str, ob
     return result
 
 
+def summary(p95s: list[float], rss: list[float], errors: int, window: float) -> str:
+    """Drift and growth in one line: what a soak is for."""
+    half = len(rss) // 2
+    growth = (rss[-1] - rss[half]) / max(1, len(rss) - 1 - half) * 60 / window if half else 0.0
+    return (
+        f"Summary: {errors} errors; EVENT → OK p95 {p95s[0]:.1f} ms in the first window,"
+        f" {p95s[-1]:.1f} ms in the last, {max(p95s):.1f} ms at worst; relay RSS"
+        f" {rss[0]:.0f} → {rss[-1]:.0f} MiB ({growth:+.1f} MiB a minute over the second half)."
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cluster-dir", default=".data", help="data dir of a running `up`")
@@ -59,16 +70,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("soak only targets loopback")
     windows = max(1, int(args.minutes * 60 // args.window))
     rows = []
+    p95s: list[float] = []
+    rss: list[float] = []
+    errors = 0
     start_rss = relay_rss_mib(cluster_dir)
     started = time.time()
     for index in range(windows):
         result = run_window(url, args.rate, args.window, cluster_dir / f"soak-{index}.json")
         latency = result["latency_ms"]
         assert isinstance(latency, dict)
+        p95s.append(float(latency["p95"]))
+        rss.append(relay_rss_mib(cluster_dir))
+        errors += int(str(result["error_count"]))
         rows.append(
             f"| {index + 1} | {result['achieved_rate']} | {latency['p50']:.1f} / "
             f"{latency['p95']:.1f} / {latency['p99']:.1f} | {result['error_count']} | "
-            f"{relay_rss_mib(cluster_dir):.0f} |"
+            f"{rss[-1]:.0f} |"
         )
         print(rows[-1], flush=True)
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started))
@@ -86,6 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         " | relay RSS after (MiB) |",
         "|---:|---:|---|---:|---:|",
         *rows,
+        "",
+        summary(p95s, rss, errors, args.window),
         "",
     ]
     Path(args.output).write_text("\n".join(lines))

@@ -125,13 +125,19 @@ class EventStore:
     async def save_many(self, items: Sequence[SaveRequest]) -> list[SaveOutcome]:
         """Save events (and charge their claims) in ONE transaction (group commit).
 
-        Nothing is acknowledged until this returns, i.e. until the COMMIT succeeded.
+        Nothing is acknowledged until this returns, i.e. until the COMMIT succeeded. The batch
+        is one statement on an autocommit connection, so it is its own transaction: PostgreSQL
+        commits (and, with synchronous_commit on, flushes the WAL) before it reports the
+        statement done, and an error anywhere in it rolls the whole batch back. No BEGIN and
+        COMMIT round trips: one send and one reply per batch.
         """
         if not items:
             return []
         columns = batch_columns([save_parameters(item) for item in items])
         with metrics.DB_QUERY.labels("save_batch").time():
-            async with self.pool.connection() as conn, conn.transaction():
+            async with self.pool.connection() as conn:
+                if not conn.autocommit:  # the statement would sit uncommitted, yet be acknowledged
+                    raise RuntimeError("EventStore needs a pool of autocommit connections")
                 cursor = await conn.execute(SAVE_BATCH_SQL, columns)
                 row = await cursor.fetchone()
         outcomes = [SaveOutcome(value) for value in (row[0] if row else [])]

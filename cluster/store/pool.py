@@ -14,7 +14,8 @@ SESSION_OPTIONS = "-c max_parallel_workers_per_gather=0"
 def create_pool(settings: DatabaseSettings, *, name: str = "relay") -> AsyncConnectionPool:
     """A pool that is not yet open: `await pool.open()` in the owner's start-up.
 
-    Autocommit is on so reads never sit in an open transaction; writes open one explicitly.
+    Autocommit is on so reads never sit in an open transaction; a batch of events is saved by one
+    statement, which is then its own transaction (EventStore.save_many relies on this).
     The statement timeout is set per connection so one bad query cannot pin the pool.
     Parallel query is off for these sessions (SESSION_OPTIONS).
     """

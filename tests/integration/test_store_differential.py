@@ -16,7 +16,9 @@ from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import msgspec
+import psycopg
 import pytest
+from psycopg_pool import AsyncConnectionPool
 
 from cluster.config import DatabaseSettings
 from cluster.nostr.event import Event, encode_event
@@ -350,3 +352,22 @@ async def test_tag_rows_follow_store_replace_delete_and_purge(store: EventStore)
     by_d = parse_filter({"#d": [token]}, LIMITS)
     assert ids_of(await store.query([by_d], NOW)) == [new.id]
     assert await store.count([by_d], NOW) == 1
+
+
+async def test_saving_needs_autocommit_so_an_acknowledged_batch_is_committed(
+    database_url: str,
+) -> None:
+    """save_many sends no COMMIT: on a connection inside a transaction it must refuse."""
+    pool = AsyncConnectionPool(database_url, min_size=1, max_size=1, open=False)
+    await pool.open()
+    event = Signer().sign(1, "never acknowledged")
+    try:
+        with pytest.raises(RuntimeError, match="autocommit"):
+            await EventStore(pool).save_many(requests([event]))
+    finally:
+        await pool.close()
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        cursor = await conn.execute(
+            "SELECT count(*) FROM events WHERE id = %s", (bytes.fromhex(event.id),)
+        )
+        assert await cursor.fetchone() == (0,)
