@@ -1363,6 +1363,7 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--connections", type=int, default=20)
     query.add_argument("--manifest", help="fill manifest JSON (authors, ids, tags to ask for)")
     query.add_argument("--shapes", default=",".join(QUERY_SHAPES))
+    query.add_argument("--seed", type=int, default=1, help="picks the filters' values")
 
     hold = commands.add_parser("hold", help="hold N connections with K subscriptions each")
     common(hold)
@@ -1429,6 +1430,7 @@ async def _main_async(args: argparse.Namespace) -> dict[str, Any]:
             manifest=args.manifest_data,
             shapes=[s for s in args.shapes.split(",") if s],
             sources=args.sources,
+            seed=args.seed,
         )
     return await run_hold(
         args.url,

@@ -1,0 +1,101 @@
+"""CPU time per accepted event, by process group, while the generator publishes.
+
+Latency percentiles on a 2-core machine move a lot from run to run; CPU seconds per event
+move much less, so before/after comparisons of a change to the write path use this:
+
+    python -m loadtest.cpu_per_event --url ws://127.0.0.1:8080 --rate 1000 --duration 20
+
+Processes are grouped by name and command line (relay workers, PostgreSQL, Redis, nginx, the
+ledger); the generator itself runs as a child and is reported from its own measurement.
+Loopback targets only, one bounded generator run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+
+import psutil
+
+GROUPS = (
+    ("relay", ("cluster.cli serve", "relay-cluster serve")),
+    ("ledger", ("cluster.cli ledger", "relay-cluster ledger")),
+    ("postgres", ("postgres",)),
+    ("redis", ("redis-server",)),
+    ("nginx", ("nginx",)),
+)
+
+
+def group_of(name: str, cmdline: str) -> str | None:
+    for group, needles in GROUPS:
+        if any(needle in cmdline or needle in name for needle in needles):
+            return group
+    return None
+
+
+def cpu_by_group() -> dict[str, dict[int, float]]:
+    """CPU seconds (user + system) of every process we recognise, by group and pid."""
+    found: dict[str, dict[int, float]] = {}
+    for process in psutil.process_iter(["pid", "name", "cmdline"]):
+        try:
+            group = group_of(process.info["name"] or "", " ".join(process.info["cmdline"] or ()))
+            if group is not None:
+                times = process.cpu_times()
+                found.setdefault(group, {})[process.pid] = times.user + times.system
+        except psutil.Error:
+            continue
+    return found
+
+
+def spent(
+    before: dict[str, dict[int, float]], after: dict[str, dict[int, float]]
+) -> dict[str, float]:
+    """CPU seconds used per group between two samples (processes born meanwhile count whole)."""
+    return {
+        group: round(sum(t - before.get(group, {}).get(pid, 0.0) for pid, t in pids.items()), 3)
+        for group, pids in after.items()
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", required=True, help="ws:// URL of the relay (loopback only)")
+    parser.add_argument("--rate", type=float, default=1000.0)
+    parser.add_argument("--duration", type=float, default=20.0)
+    parser.add_argument("--connections", type=int, default=50)
+    args = parser.parse_args(argv)
+    if not args.url.startswith(("ws://127.", "ws://[::1]", "ws://localhost")):
+        parser.error("only loopback targets")
+    command = [
+        sys.executable, "-m", "loadtest.generator", "publish", "--url", args.url,
+        "--rate", str(args.rate), "--duration", str(args.duration),
+        "--connections", str(args.connections),
+    ]  # fmt: skip
+    before = cpu_by_group()
+    started = time.monotonic()
+    run = subprocess.run(
+        command, capture_output=True, text=True, timeout=args.duration + 120, check=True
+    )
+    elapsed = time.monotonic() - started
+    by_group = spent(before, cpu_by_group())
+    result = json.loads(run.stdout)
+    accepted = max(1, int(result["latency_ms"]["count"]))
+    by_group["generator"] = float(result["generator"]["cpu_s"])
+    report = {
+        "latency_ms": result["latency_ms"],
+        "events": accepted,
+        "wall_s": round(elapsed, 1),
+        "cpu_s": by_group,
+        "cpu_us_per_event": {k: round(v / accepted * 1e6, 1) for k, v in by_group.items()},
+        "cores": {k: round(v / elapsed, 3) for k, v in by_group.items()},
+    }
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
