@@ -53,7 +53,12 @@ from cluster.services.ports import (
     signal_group,
     wait_group_gone,
 )
-from cluster.services.postgres import PostgresServer, machine_memory, server_tuning
+from cluster.services.postgres import (
+    AUTOPREWARM,
+    PostgresServer,
+    machine_memory,
+    server_tuning,
+)
 from cluster.services.redis import RedisServer
 from cluster.store.migrations import ensure_database
 
@@ -351,6 +356,8 @@ class LocalCluster:
             log_path=self.logs / "postgres.log",
             extra_settings=server_tuning(machine_memory()),
         )
+        if self.postgres.has_library("pg_prewarm"):
+            self.postgres.extra_settings.update(AUTOPREWARM)
         self.postgres.start(timeout=120)
         self.save_state()
         asyncio.run(ensure_database(self.postgres.url("postgres"), DATABASE_NAME))

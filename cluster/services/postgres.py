@@ -179,7 +179,7 @@ def server_tuning(memory_bytes: int) -> dict[str, str]:
     writes. Durability is untouched: fsync and synchronous_commit stay on.
     """
     memory_mib = max(memory_bytes // MIB, 1024)
-    shared_mib = min(max(memory_mib // 8, 128), 2048)
+    shared_mib = min(max(memory_mib // 8, 128), 4096)
     return {
         "shared_buffers": f"{shared_mib}MB",
         "effective_cache_size": f"{max(memory_mib // 2, shared_mib)}MB",
@@ -192,6 +192,12 @@ def server_tuning(memory_bytes: int) -> dict[str, str]:
         "random_page_cost": "1.1",
         "autovacuum_vacuum_cost_limit": "1000",
     }
+
+
+# pg_prewarm's autoprewarm worker records which pages are in shared_buffers (every 5 min and at
+# shutdown) and loads them again at start: after a restart, queries find a warm cache instead of
+# paying 5-10 ms per first read (measured on this machine: docs/PERFORMANCE-LOG.md).
+AUTOPREWARM = {"shared_preload_libraries": "pg_prewarm", "pg_prewarm.autoprewarm": "on"}
 
 
 def machine_memory() -> int:
@@ -240,6 +246,12 @@ class PostgresServer(ChildServer):
         if self._bin_dir is None:
             self._bin_dir = find_postgres_bin()
         return self._bin_dir
+
+    def has_library(self, name: str) -> bool:
+        """True when this server's installation ships the loadable module `name` (a contrib
+        module such as pg_prewarm), so a setting that preloads it cannot stop it starting."""
+        lib = self.bin_dir.parent / "lib"
+        return any((folder / f"{name}.so").is_file() for folder in (lib, lib / "postgresql"))
 
     @property
     def pid(self) -> int | None:

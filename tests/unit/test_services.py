@@ -13,7 +13,7 @@ import redis
 
 from cluster.services.nginx import NginxServer
 from cluster.services.ports import free_port, wait_for_port
-from cluster.services.postgres import PostgresServer, server_tuning
+from cluster.services.postgres import AUTOPREWARM, PostgresServer, server_tuning
 from cluster.services.redis import RedisServer
 
 
@@ -38,6 +38,8 @@ def postgres(tmp_path: Path) -> Iterator[PostgresServer]:
     server = PostgresServer(
         tmp_path / "pgdata", free_port(), extra_settings=server_tuning(8 * 1024**3)
     )
+    assert server.has_library("pg_prewarm") and not server.has_library("no_such_module")
+    server.extra_settings.update(AUTOPREWARM)
     try:
         yield server
     finally:
@@ -52,6 +54,7 @@ def test_postgres_data_survives_kill(postgres: PostgresServer) -> None:
         assert conn.execute("SHOW shared_buffers").fetchone() == ("1GB",)
         assert conn.execute("SHOW synchronous_commit").fetchone() == ("on",)
         assert conn.execute("SHOW fsync").fetchone() == ("on",)
+        assert conn.execute("SHOW shared_preload_libraries").fetchone() == ("pg_prewarm",)
         conn.execute("CREATE TABLE survivors (name text)")
         conn.execute("INSERT INTO survivors VALUES ('kept')")
         conn.commit()
@@ -67,7 +70,7 @@ def test_postgres_data_survives_kill(postgres: PostgresServer) -> None:
 
 
 @pytest.mark.parametrize(
-    ("memory_gib", "shared"), [(0.5, "128MB"), (2, "256MB"), (8, "1024MB"), (64, "2048MB")]
+    ("memory_gib", "shared"), [(0.5, "128MB"), (2, "256MB"), (8, "1024MB"), (24, "3072MB"), (64, "4096MB")]
 )
 def test_server_tuning_scales_shared_buffers_with_memory(memory_gib: float, shared: str) -> None:
     settings = server_tuning(int(memory_gib * 1024**3))
