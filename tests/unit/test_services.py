@@ -70,7 +70,8 @@ def test_postgres_data_survives_kill(postgres: PostgresServer) -> None:
 
 
 @pytest.mark.parametrize(
-    ("memory_gib", "shared"), [(0.5, "128MB"), (2, "256MB"), (8, "1024MB"), (24, "3072MB"), (64, "4096MB")]
+    ("memory_gib", "shared"),
+    [(0.5, "128MB"), (2, "256MB"), (8, "1024MB"), (24, "3072MB"), (64, "4096MB")],
 )
 def test_server_tuning_scales_shared_buffers_with_memory(memory_gib: float, shared: str) -> None:
     settings = server_tuning(int(memory_gib * 1024**3))
