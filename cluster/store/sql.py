@@ -9,7 +9,8 @@ Access paths, by what a filter names (first match wins):
 - several authors (a follow feed), or several kinds: a LATERAL scan per key picks each key's
   newest ids, the newest `limit` of those are then read whole (`_newest_ids`);
 - tags: the event_tags B-tree (tag value, created_at DESC) yields the newest tagged events
-  first, joined to events for every other condition; several values scan one after another;
+  first, joined to events for every other condition (and, for one value, for the rows
+  themselves); several values scan one after another;
 - otherwise: one scan of events in time order.
 """
 
@@ -131,17 +132,18 @@ def filter_select(flt: Filter, now: int, columns: str) -> tuple[str, list[Any]]:
         where, params = filter_conditions(flt, now)
         tag_where, tag_params = _tag_row_conditions(flt)
         scan = (
-            "SELECT event_id AS id, event_created_at AS created_at FROM event_tags"
+            "SELECT {select} FROM event_tags"
             f" JOIN events ON id = event_id WHERE tagvalue = {{key}}{tag_where} AND {where}"
             f" {TAG_ORDER} LIMIT %s"
         )
         scan_params = [*tag_params, *params, flt.limit]
         if len(driver) == 1:
-            newest = f"id = ANY(ARRAY(SELECT id FROM ({scan.format(key='%s')}) AS newest))"
-            key_params = [driver[0], *scan_params]
-        else:
-            newest = _newest_ids("text", scan.format(key="k.v"), distinct=True)
-            key_params = [driver, *scan_params, flt.limit]
+            # One value: the tag scan is already in the final order, so it reads the rows too
+            # (`columns` name only events' columns, none of which event_tags shares).
+            return scan.format(select=columns, key="%s"), [driver[0], *scan_params]
+        ids = scan.format(select="event_id AS id, event_created_at AS created_at", key="k.v")
+        newest = _newest_ids("text", ids, distinct=True)
+        key_params = [driver, *scan_params, flt.limit]
         return f"SELECT {columns} FROM events WHERE {newest} {ORDER}", key_params
     column = _lateral_column(flt)
     if column is None:

@@ -10,6 +10,7 @@ import pytest
 from cluster.nostr.filters import Filter, FilterLimits, parse_filter
 from cluster.store.sql import (
     ORDER,
+    RESULT,
     TAG_ORDER,
     build_count,
     build_select,
@@ -115,9 +116,10 @@ NEWEST = (
     " ORDER BY m.created_at DESC, m.id LIMIT %s) AS newest))"
 )
 TAGGED = (
-    "SELECT event_id AS id, event_created_at AS created_at FROM event_tags"
+    "SELECT {select} FROM event_tags"
     " JOIN events ON id = event_id WHERE tagvalue = {key} AND {where} " + TAG_ORDER + " LIMIT %s"
 )
+TAG_IDS = "event_id AS id, event_created_at AS created_at"
 
 
 def keyed(key_type: str, scan: str, *, distinct: bool = False) -> str:
@@ -156,26 +158,26 @@ SELECT_CASES: list[tuple[list[Filter], str, list[Any]]] = [
         ),
         [[1, 7], NOW, 3, 3],
     ),
-    # one tag value: the event_tags B-tree in time order, joined to events for the rest
+    # one tag value: the event_tags B-tree in time order, joined to events for the rest and
+    # for the rows themselves
     (
         [flt(kinds=[1, 7], limit=5, **{"#e": [ID_A]})],
-        "SELECT raw, stored_at FROM events WHERE id = ANY(ARRAY(SELECT id FROM ("
-        + TAGGED.format(
+        TAGGED.format(
+            select=RESULT,
             key="%s",
             where=f"event_kind = ANY(%s::integer[]) AND {EXPIRY}"
             " AND kind = ANY(%s::integer[]) AND tagvalues && %s::text[]",
-        )
-        + f") AS newest)) {ORDER}",
+        ),
         [f"e:{ID_A}", [1, 7], NOW, [1, 7], [f"e:{ID_A}"], 5],
     ),
     # two letters: the one with fewer values drives, the other is rechecked on events
     (
         [flt(limit=5, **{"#p": [PK_A, PK_B], "#t": ["x"]})],
-        "SELECT raw, stored_at FROM events WHERE id = ANY(ARRAY(SELECT id FROM ("
-        + TAGGED.format(
-            key="%s", where=f"{EXPIRY} AND tagvalues && %s::text[] AND tagvalues && %s::text[]"
-        )
-        + f") AS newest)) {ORDER}",
+        TAGGED.format(
+            select=RESULT,
+            key="%s",
+            where=f"{EXPIRY} AND tagvalues && %s::text[] AND tagvalues && %s::text[]",
+        ),
         ["t:x", NOW, [f"p:{PK_B}", f"p:{PK_A}"], ["t:x"], 5],
     ),
     # several values: a scan per value, an event found under two values counted once;
@@ -185,6 +187,7 @@ SELECT_CASES: list[tuple[list[Filter], str, list[Any]]] = [
         keyed(
             "text",
             TAGGED.format(
+                select=TAG_IDS,
                 key="k.v",
                 where=f"event_created_at >= %s AND {EXPIRY} AND created_at >= %s"
                 " AND tagvalues && %s::text[]",
@@ -215,10 +218,13 @@ SELECT_CASES: list[tuple[list[Filter], str, list[Any]]] = [
             [
                 PART.format(EXPIRY),
                 PART.format(EXPIRY),
-                "(SELECT id, created_at, raw, stored_at FROM events WHERE id = ANY(ARRAY("
-                "SELECT id FROM ("
-                + TAGGED.format(key="%s", where=f"{EXPIRY} AND tagvalues && %s::text[]")
-                + f") AS newest)) {ORDER})",
+                "("
+                + TAGGED.format(
+                    select=f"id, created_at, {RESULT}",
+                    key="%s",
+                    where=f"{EXPIRY} AND tagvalues && %s::text[]",
+                )
+                + ")",
             ]
         )
         + f") AS matched {ORDER}",
