@@ -39,7 +39,7 @@ PURGE_INTERVAL = 60.0
 async def _relay_context(app: web.Application) -> AsyncIterator[None]:
     """Pool → store, writer → index → fan-out bus → payments; torn down in reverse."""
     settings = app[SETTINGS_KEY]
-    pool = create_pool(settings.database, name="relay")
+    pool = create_pool(settings.database, name="relay", warm=True)
     await pool.open(wait=False)
     store = EventStore(pool)
     writer = EventWriter(
