@@ -11,13 +11,17 @@ pool opens first runs each common REQ shape once, prepared, with values that mat
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
+import psycopg
 from psycopg import AsyncConnection
 
 from cluster.nostr.filters import FilterLimits, parse_filter
 from cluster.store.sql import build_select
+
+log = logging.getLogger(__name__)
 
 _NONE = "0" * 64
 _NOTHING = "f" * 64
@@ -41,8 +45,15 @@ def common_shapes(now: int) -> list[dict[str, Any]]:
 
 
 async def warm_session(conn: AsyncConnection[Any]) -> None:
-    """Run every common shape once, prepared (the pool's `configure` callback)."""
+    """Run every common shape once, prepared (the pool's `configure` callback).
+
+    Only an optimisation: a failure (say, a database whose migrations have not run yet) is
+    logged and the connection serves cold; the autocommit session is left idle either way.
+    """
     now = int(time.time())
-    for raw in common_shapes(now):
-        sql, params = build_select([parse_filter(raw, FilterLimits())], now)
-        await conn.execute(sql.encode(), params, prepare=True)
+    try:
+        for raw in common_shapes(now):
+            sql, params = build_select([parse_filter(raw, FilterLimits())], now)
+            await conn.execute(sql.encode(), params, prepare=True)
+    except psycopg.Error as exc:
+        log.warning("session warm-up skipped: %s", exc)

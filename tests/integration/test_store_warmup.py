@@ -10,6 +10,7 @@ from cluster.nostr.signing import Signer
 from cluster.store.events import EventStore
 from cluster.store.pool import create_pool
 from cluster.store.warmup import common_shapes
+from tests.services import create_database, drop_database, unique_name
 
 
 async def prepared_count(store: EventStore) -> int:
@@ -53,3 +54,18 @@ async def test_warm_connections_serve_common_shapes_from_prepared_statements(
         assert await prepared_count(store) == shapes
     finally:
         await pool.close()
+
+
+async def test_warm_up_failing_leaves_the_connection_serving(postgres_server_url: str) -> None:
+    """No event tables yet (migrations not run): the warm-up fails, the pool still works."""
+    name = unique_name("warmup_empty")
+    url = create_database(postgres_server_url, name)
+    pool = create_pool(DatabaseSettings(url=url, pool_min=1, pool_max=1), name="cold", warm=True)
+    try:
+        await pool.open(wait=True, timeout=10)
+        async with pool.connection() as conn:
+            cursor = await conn.execute("SELECT 1")
+            assert await cursor.fetchone() == (1,)
+    finally:
+        await pool.close()
+        drop_database(postgres_server_url, name)
