@@ -81,12 +81,7 @@ def filter_conditions(
         elif column_values is not None:
             clauses.append(f"{column} = ANY(%s::{cast}[])")
             params.append(column_values)
-    if flt.since is not None:
-        clauses.append("created_at >= %s")
-        params.append(flt.since)
-    if flt.until is not None:
-        clauses.append("created_at <= %s")
-        params.append(flt.until)
+    _add_time_bounds(flt, "created_at", clauses, params)
     for letter, values in flt.tags:
         clauses.append("tagvalues && %s::text[]")
         params.append(sorted(pg_text(f"{letter}:{value}") for value in values))
@@ -101,13 +96,18 @@ def _tag_row_conditions(flt: Filter) -> tuple[str, list[Any]]:
     if kinds is not None:
         clauses.append("event_kind = ANY(%s::integer[])")
         params.append(kinds)
+    _add_time_bounds(flt, "event_created_at", clauses, params)
+    return "".join(f" AND {clause}" for clause in clauses), params
+
+
+def _add_time_bounds(flt: Filter, column: str, clauses: list[str], params: list[Any]) -> None:
+    """`since` and `until` (both inclusive, NIP-01) on `column`."""
     if flt.since is not None:
-        clauses.append("event_created_at >= %s")
+        clauses.append(f"{column} >= %s")
         params.append(flt.since)
     if flt.until is not None:
-        clauses.append("event_created_at <= %s")
+        clauses.append(f"{column} <= %s")
         params.append(flt.until)
-    return "".join(f" AND {clause}" for clause in clauses), params
 
 
 def _newest_ids(key_type: str, scan: str, *, distinct: bool) -> str:
