@@ -459,16 +459,6 @@ def _fill_chunk(chunk: FillChunk) -> dict[str, Any]:
     }
 
 
-PREWARM_INDEXES = (
-    "events_pkey",
-    "events_created_at_idx",
-    "events_kind_created_at_idx",
-    "events_pubkey_created_idx",
-    "events_pubkey_kind_idx",
-    "event_tags_recent_idx",
-)
-
-
 def prewarm(database_url: str) -> dict[str, Any]:
     """Load the event tables and their indexes into PostgreSQL's buffer cache (pg_prewarm).
 
@@ -486,12 +476,13 @@ def prewarm(database_url: str) -> dict[str, Any]:
             # The events heap first, then every index, so that if the cache is smaller than
             # all of it, the indexes (read at random by every query) are what stays. The
             # event_tags heap is left out: tag queries read only its index.
-            rows = [
-                conn.execute(
-                    "SELECT %s::regclass::text, pg_prewarm(%s::regclass)", (name, name)
-                ).fetchone()
-                for name in ("events", *PREWARM_INDEXES)
-            ]
+            # (The index list comes from the catalog, so it follows the migrations.)
+            rows = conn.execute(
+                "SELECT r::text, pg_prewarm(r) FROM (SELECT 'events'::regclass AS r, 0 AS o"
+                " UNION ALL SELECT indexrelid::regclass, 1 FROM pg_index"
+                " WHERE indrelid IN ('events'::regclass, 'event_tags'::regclass)) AS rels"
+                " ORDER BY o, r::text"
+            ).fetchall()
     except psycopg.Error as exc:
         return {"error": str(exc).strip()}
     return {
