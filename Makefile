@@ -10,7 +10,7 @@ PORT      ?= 8080
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: install system-deps up test lint format mypy bench clean
+.PHONY: install system-deps up test test-fast lint format mypy bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,10 +29,15 @@ up: install system-deps
 test: install system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The inner loop: pure and unit tests only, no PostgreSQL, Redis, nginx or relay process.
+test-fast: install
+	$(BIN)/python -m pytest -m "not services" tests/unit tests/fuzz $(PYTEST_ARGS)
+
 lint: install
 	$(BIN)/ruff check cluster tests loadtest
 	$(BIN)/ruff format --check cluster tests loadtest
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 format: install
 	$(BIN)/ruff check --fix cluster tests loadtest

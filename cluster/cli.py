@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
+import shlex
+import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -38,10 +43,6 @@ def _require_services(settings: Settings) -> None:
 def _prepare_metrics_dir(port: int) -> None:
     """gunicorn's workers share metrics through files (prometheus multiprocess mode); the
     directory must exist and be empty before any metric is created, i.e. before forking."""
-    import shutil
-    import tempfile
-    from pathlib import Path
-
     existing = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     path = Path(existing) if existing else Path(tempfile.gettempdir()) / f"relay-metrics-{port}"
     shutil.rmtree(path, ignore_errors=True)
@@ -142,10 +143,6 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 def cmd_env(args: argparse.Namespace) -> int:
     """Print `export` lines for the services of a running `up`, for `eval "$(...)"`."""
-    import json
-    import shlex
-    from pathlib import Path
-
     data_dir = Path(args.data_dir)
     try:
         state = json.loads((data_dir / "cluster.json").read_text())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import logging.config
 import os
 import time
 from typing import Any
@@ -54,8 +55,6 @@ def logging_config(level: str, fmt: str) -> dict[str, Any]:
 
 
 def configure(level: str | None = None, fmt: str | None = None) -> dict[str, Any]:
-    import logging.config
-
     config = logging_config(
         level or os.environ.get("RELAY_LOG_LEVEL", "info"),
         fmt or os.environ.get("RELAY_LOG_FORMAT", "json"),

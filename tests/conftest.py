@@ -28,6 +28,28 @@ from tests.services import (
     unique_name,
 )
 
+SERVICE_FIXTURES = frozenset(
+    {
+        "postgres_server_url",
+        "redis_url",
+        "database_url",
+        "relay_env",
+        "relay",
+        "start_relay",
+        "ledger",
+        "own_ledger",
+        "own_redis",
+    }
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that needs a real service (through any fixture) as `services`, so
+    `make test-fast` (-m "not services") runs only what needs no database, Redis or process."""
+    for item in items:
+        if SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.services)
+
 
 @pytest.fixture(scope="session")
 def postgres_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:

@@ -6,14 +6,19 @@ from typing import Any
 
 from cluster import __version__
 from cluster.config import Settings
-from cluster.payments.pricing import PriceTable
+
+Fee = dict[str, object]
+"""One NIP-11 publication fee, e.g. {"kinds": [1], "amount": 10, "unit": "sats"}."""
 
 SUPPORTED_NIPS = [1, 9, 11, 13, 40, 42, 45, 70]
 SOFTWARE = "relay-cluster"
 
 
-def information_document(settings: Settings, prices: PriceTable | None = None) -> dict[str, Any]:
+def information_document(settings: Settings, fees: list[Fee] | None = None) -> dict[str, Any]:
+    """`fees` are the publication fees in force (none: every kind is free); the caller reads
+    them from the price table, so this module stays free of payments and I/O."""
     info, limits = settings.info, settings.limits
+    paid = bool(fees)
     document: dict[str, Any] = {
         "name": info.name,
         "description": info.description,
@@ -31,16 +36,16 @@ def information_document(settings: Settings, prices: PriceTable | None = None) -
             "max_content_length": limits.max_content_length,
             "min_pow_difficulty": settings.policy.min_pow_difficulty,
             "auth_required": settings.auth.required_for_writes,
-            "payment_required": bool(prices and prices.requires_payment),
+            "payment_required": paid,
             "restricted_writes": settings.auth.required_for_writes
-            or bool(prices and prices.requires_payment)
+            or paid
             or settings.policy.min_pow_difficulty > 0,
             "created_at_lower_limit": limits.created_at_past,
             "created_at_upper_limit": limits.created_at_future,
         },
     }
-    if prices is not None and prices.requires_payment:
-        document["fees"] = {"publication": prices.publication_fees()}
+    if fees:
+        document["fees"] = {"publication": fees}
     for key in ("pubkey", "contact", "icon"):
         value = getattr(info, key)
         if value:

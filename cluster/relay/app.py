@@ -25,11 +25,11 @@ from cluster.relay.context import RelayContext, message_limits
 from cluster.relay.keys import CONNECTIONS_KEY, CONTEXT_KEY, SETTINGS_KEY
 from cluster.relay.policies import default_policies
 from cluster.relay.ratelimit import ConnectionCounter, RateLimiter, redis_client
-from cluster.relay.routes import add_routes
+from cluster.relay.http import add_routes
 from cluster.relay.subscriptions import SubscriptionIndex
 from cluster.store.events import EventStore
 from cluster.store.pool import create_pool
-from cluster.store.writer import EventWriter
+from cluster.store.writer import EventWriter, PostgresBatchSaver
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,9 @@ async def _relay_context(app: web.Application) -> AsyncIterator[None]:
     await pool.open(wait=False)
     store = EventStore(pool)
     writer = EventWriter(
-        store, settings.database.write_batch_max, lanes=settings.database.writer_lanes
+        PostgresBatchSaver(pool),
+        settings.database.write_batch_max,
+        lanes=settings.database.writer_lanes,
     )
     writer.start()
     index = SubscriptionIndex()

@@ -1,5 +1,8 @@
-"""One Connection per WebSocket: one read loop, and one writer task that owns every send.
+"""One Connection per WebSocket: the socket, one read loop, the outbound queue and the one
+writer task that owns every send.
 
+The connection knows nothing of the verbs: it decodes each message and hands the typed command
+to the dispatcher it was given (cluster/relay/websocket.py), so the path only ever points down.
 Outbound data waits in one ordered queue. Answers to the client's own requests apply
 backpressure to its reading (we stop reading while too much is queued); live events pushed by
 others cannot wait, so their queued bytes are capped and a client that cannot keep up is closed
@@ -13,7 +16,7 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType
@@ -34,6 +37,7 @@ from cluster.nostr.messages import (
     notice_message,
     ok_message,
 )
+from cluster.nostr.rejection import Prefix, Rejection
 from cluster.relay.access import AccessState
 from cluster.relay.context import RelayContext
 from cluster.relay.deflate import ThresholdDeflateResponse
@@ -52,6 +56,9 @@ HARD_CAP_FACTOR = 16
 TRANSPORT_BACKED_UP = 64 * 1024
 WRITE_BATCH_BYTES = 64 * 1024
 WRITABLE_POLL = 0.005
+
+Dispatcher = Callable[["Connection", Command], Awaitable[None]]
+"""Acts on one decoded command; the read loop awaits it before reading the next message."""
 
 
 class ConnectionRegistry:
@@ -79,9 +86,11 @@ class Connection:
         ws: ThresholdDeflateResponse,
         context: RelayContext,
         access: AccessState,
+        dispatch: Dispatcher,
         transport: asyncio.Transport | None = None,
     ) -> None:
         self.ws = ws
+        self._dispatch = dispatch
         self.serial = next(_serials)  # picks the connection's group-commit lane
         self.transport = transport
         self.context = context
@@ -96,8 +105,9 @@ class Connection:
         self._drained = asyncio.Event()
         self._drained.set()
         self._closing = False
-        self._inflight = asyncio.Semaphore(context.settings.limits.max_inflight_events)
-        self._line = Line()
+        # EVENTs in flight at once on this connection, and the line that keeps their order.
+        self.inflight = asyncio.Semaphore(context.settings.limits.max_inflight_events)
+        self.line = Line()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.close_reason = "client closed"
 
@@ -239,24 +249,47 @@ class Connection:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    # ---- answering refusals -----------------------------------------------------------------
+    # ---- answering ---------------------------------------------------------------------------
+
+    def ok(self, event_id: str, accepted: bool, message: str) -> None:
+        """NIP-01 OK, counted by its prefix."""
+        self.context.stats.count_ok(message)
+        self.send(ok_message(event_id, accepted, message))
+
+    def refuse_event(self, event_id: str, rejection: Rejection) -> None:
+        """OK false; an `auth-required:` answer comes after our NIP-42 challenge."""
+        if rejection.prefix is Prefix.AUTH_REQUIRED:
+            self.offer_auth()
+        self.ok(event_id, False, rejection.text)
+
+    def refuse_subscription(self, sub_id: str, rejection: Rejection) -> None:
+        """CLOSED for a REQ or COUNT; `auth-required:` comes after our NIP-42 challenge."""
+        if rejection.prefix is Prefix.AUTH_REQUIRED:
+            self.offer_auth()
+        self.send(closed_message(sub_id, rejection.text))
 
     def refuse(self, refusal: Refusal) -> None:
-        if isinstance(refusal, NoticeRefusal):
-            self.send(notice_message(refusal.message))
-        elif isinstance(refusal, OkRefusal):
-            self.context.stats.count_ok(refusal.rejection.text)
-            self.send(ok_message(refusal.event_id, False, refusal.rejection.text))
-        elif isinstance(refusal, ClosedRefusal):
-            # CLOSED ends the subscription: a refused REQ also ends an open one with its id.
-            self.drop_subscription(refusal.sub_id)
-            self.send(closed_message(refusal.sub_id, refusal.rejection.text))
+        """The answer to a message that did not decode into a command."""
+        match refusal:
+            case NoticeRefusal():
+                self.send(notice_message(refusal.message))
+            case OkRefusal():
+                self.ok(refusal.event_id, False, refusal.rejection.text)
+            case ClosedRefusal():
+                # CLOSED ends the subscription: a refused REQ also ends an open one with its id.
+                self.drop_subscription(refusal.sub_id)
+                self.refuse_subscription(refusal.sub_id, refusal.rejection)
+
+    def offer_auth(self) -> None:
+        """Send our NIP-42 challenge (once): before the first `auth-required:` answer."""
+        if not self.access.challenge_sent:
+            self.access.challenge_sent = True
+            self.send(auth_challenge_message(self.access.challenge))
 
     # ---- reading ----------------------------------------------------------------------------
 
     async def read_loop(self) -> None:
-        from cluster.relay.handlers import HANDLERS
-
+        """Decode each message and dispatch it, in the order the client sent them."""
         ws = self.ws
         idle_timeout = self.context.settings.network.idle_timeout
         while not self._closing:
@@ -280,20 +313,12 @@ class Connection:
             elif self.context.shutting_down:
                 self._refuse_during_shutdown(command)
             else:
-                await HANDLERS[type(command)](self, command)
-
-    def offer_auth(self) -> None:
-        """Send our NIP-42 challenge (once): before the first `auth-required:` answer."""
-        if not self.access.challenge_sent:
-            self.access.challenge_sent = True
-            self.send(auth_challenge_message(self.access.challenge))
+                await self._dispatch(self, command)
 
     def _refuse_during_shutdown(self, command: Command) -> None:
         """Every EVENT still gets an answer while the worker drains: retry elsewhere."""
         if isinstance(command, EventCommand):
-            message = "error: relay is shutting down, reconnect and retry"
-            self.context.stats.count_ok(message)
-            self.send(ok_message(command.event.id, False, message))
+            self.ok(command.event.id, False, "error: relay is shutting down, reconnect and retry")
         else:
             self.send(notice_message("error: relay is shutting down, reconnect"))
 
@@ -301,27 +326,6 @@ class Connection:
         task = asyncio.create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    async def run_limited(self, command: Command) -> None:
-        """Run an EVENT concurrently with the read loop, at most N at once per connection."""
-        from cluster.relay.handlers import handle_event
-
-        await self._inflight.acquire()
-        place = self._line.join()
-
-        async def run() -> None:
-            try:
-                await handle_event(self, command, place)
-            except Exception:  # a bug must still produce an answer, and not kill the socket
-                log.exception("EVENT handling failed")
-                if isinstance(command, EventCommand):
-                    message = "error: internal error while processing the event"
-                    self.send(ok_message(command.event.id, False, message))
-            finally:
-                place.done()
-                self._inflight.release()
-
-        self.spawn(run())
 
     async def wait_inflight(self, timeout: float) -> None:
         pending = [task for task in self._tasks if not task.done()]

@@ -59,6 +59,7 @@ class RelayContext:
         """NIP-11 is static except for prices; rebuilt only when the price table changed."""
         table = self.pricing.table
         if self._nip11 is None or self._nip11[0] is not table:
-            document = information_document(self.settings, table)
+            fees = table.publication_fees() if table.requires_payment else None
+            document = information_document(self.settings, fees)
             self._nip11 = (table, orjson.dumps(document))
         return self._nip11[1]

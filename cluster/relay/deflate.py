@@ -10,6 +10,7 @@ threshold are written plainly and larger ones compressed (aiohttp uses zlib leve
 from __future__ import annotations
 
 from aiohttp import WSMsgType, web
+from aiohttp._websocket.writer import WebSocketWriter
 
 
 class ThresholdDeflateResponse(web.WebSocketResponse):
@@ -46,6 +47,4 @@ class ThresholdDeflateResponse(web.WebSocketResponse):
 
 def supports_threshold() -> bool:
     """True when aiohttp's writer still exposes the attribute the threshold relies on."""
-    from aiohttp._websocket.writer import WebSocketWriter
-
     return "compress" in WebSocketWriter.__init__.__code__.co_varnames

@@ -11,9 +11,9 @@ import orjson
 import pytest
 
 from cluster.nostr.signing import Signer
+from cluster.services.launcher import ClusterProcess
 from cluster.services.ports import free_port, wait_group_gone
 from tests.client import connect
-from tests.cluster.support import UpProcess
 
 HTTP_TIMEOUT = aiohttp.ClientTimeout(total=10)
 
@@ -48,7 +48,7 @@ async def get_health(port: int) -> int:
         return response.status
 
 
-def stop_and_check_nothing_left(up: UpProcess, pids: dict[str, int]) -> None:
+def stop_and_check_nothing_left(up: ClusterProcess, pids: dict[str, int]) -> None:
     assert up.terminate() == 0, up.transcript()
     for name, pid in pids.items():
         # Each child leads its own process group: workers and backends must be gone too.
@@ -66,8 +66,9 @@ async def test_up_serves_stops_cleanly_and_restarts_on_the_same_data(data_dir: P
     port = free_port()
     signer = Signer()
 
-    up = UpProcess(port, data_dir)
+    up = ClusterProcess(data_dir, port=port)
     try:
+        up.start()
         assert up.wait_ready() == f"ws://127.0.0.1:{port}"
         state = up.state()
         pids = child_pids(state)
@@ -90,8 +91,9 @@ async def test_up_serves_stops_cleanly_and_restarts_on_the_same_data(data_dir: P
         up.kill()
 
     # Second run: same data dir, so the same PostgreSQL data (and port) come back.
-    up = UpProcess(port, data_dir)
+    up = ClusterProcess(data_dir, port=port)
     try:
+        up.start()
         assert up.wait_ready() == f"ws://127.0.0.1:{port}"
         state = up.state()
         again = next(row["url"] for row in state["services"] if row["name"] == "postgres")

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from nostr_sdk import Client, EventBuilder, Keys, Kind, RelayUrl, SecretKey, Tag
 
+from cluster.services.launcher import ClusterProcess, relay_cluster_command
 from cluster.services.ports import free_port
 from tests.client import connect
-from tests.cluster.support import UpProcess, relay_cluster_command
 
 TIMEOUT = timedelta(seconds=10)
 
@@ -42,8 +42,9 @@ def exported(text: str) -> dict[str, str]:
 @pytest.mark.timeout(300)
 async def test_open_channel_sign_claim_publish_paid_kind_through_nginx(data_dir: Path) -> None:
     port = free_port()
-    up = UpProcess(port, data_dir, extra_env={"RELAY_PRICING": "1:10"}, instances=2)
+    up = ClusterProcess(data_dir, port=port, env={"RELAY_PRICING": "1:10"}, instances=2)
     try:
+        up.start()
         assert up.wait_ready() == f"ws://127.0.0.1:{port}"
         env_lines = run("env", "--data-dir", str(data_dir), env=dict(os.environ))
         assert env_lines.returncode == 0, env_lines.stderr
@@ -114,5 +115,6 @@ async def test_open_channel_sign_claim_publish_paid_kind_through_nginx(data_dir:
                 break
             await asyncio.sleep(0.2)
         assert "balance 990 sats" in state.stdout, state.stdout
+        assert up.terminate() == 0, up.transcript()
     finally:
-        assert up.terminate() == 0
+        up.kill()

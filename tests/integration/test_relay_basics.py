@@ -134,5 +134,8 @@ async def test_stored_events_survive_a_burst_of_concurrent_publishers(relay: Rel
     async with connect(relay.url) as client:
         stored = await client.query("all", {"authors": [signer.pubkey], "limit": 100})
         await client.send(["COUNT", "n", {"authors": [signer.pubkey]}])
-        assert await client.receive() == ["COUNT", "n", {"count": 200}]
+        # A live copy of an older event may still reach "all" from another worker's fan-out
+        # before our CLOSE lands: only the COUNT answer matters here.
+        _, counted = await client.receive_until(lambda m: m[0] != "EVENT")
+        assert counted == ["COUNT", "n", {"count": 200}]
     assert len(stored) == 100

@@ -24,8 +24,9 @@ from cluster.config import DatabaseSettings
 from cluster.nostr.event import Event, encode_event
 from cluster.nostr.filters import Filter, FilterLimits, parse_filter
 from cluster.nostr.signing import Signer
-from cluster.store.events import EventStore, SaveOutcome, SaveRequest
+from cluster.store.events import EventStore
 from cluster.store.pool import create_pool
+from cluster.store.writer import PostgresBatchSaver, SaveOutcome, SaveRequest
 
 LIMITS = FilterLimits(max_limit=40, default_limit=25, max_values=20)
 BASE = 1_600_000_000  # created_at of the random events: BASE .. BASE + 30 (many ties)
@@ -357,13 +358,13 @@ async def test_tag_rows_follow_store_replace_delete_and_purge(store: EventStore)
 async def test_saving_needs_autocommit_so_an_acknowledged_batch_is_committed(
     database_url: str,
 ) -> None:
-    """save_many sends no COMMIT: on a connection inside a transaction it must refuse."""
+    """The batch save sends no COMMIT: on a connection inside a transaction it must refuse."""
     pool = AsyncConnectionPool(database_url, min_size=1, max_size=1, open=False)
     await pool.open()
     event = Signer().sign(1, "never acknowledged")
     try:
         with pytest.raises(RuntimeError, match="autocommit"):
-            await EventStore(pool).save_many(requests([event]))
+            await PostgresBatchSaver(pool).save_many(requests([event]))
     finally:
         await pool.close()
     async with await psycopg.AsyncConnection.connect(database_url) as conn:

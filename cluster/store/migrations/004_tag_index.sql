@@ -21,6 +21,9 @@ CREATE TABLE event_tags (
 CREATE INDEX event_tags_recent_idx ON event_tags (tagvalue, event_created_at DESC, event_id)
     INCLUDE (event_kind);
 
+-- The triggers below must name existing functions, so this migration defines the versions it
+-- needs; the current definitions are cluster/store/functions/070_event_tags_added.sql and
+-- 080_event_tags_removed.sql, which replace these right after (cluster/store/migrations.py).
 CREATE FUNCTION relay_event_tags_added() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO event_tags (tagvalue, event_created_at, event_id, event_kind)

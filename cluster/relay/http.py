@@ -1,0 +1,81 @@
+"""HTTP routes: `/` (the WebSocket upgrade, NIP-11, or a short text page), `/health`, `/metrics`."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import os
+
+import orjson
+from aiohttp import web
+
+from cluster import metrics
+from cluster.relay.keys import CONTEXT_KEY, SETTINGS_KEY
+from cluster.relay.websocket import websocket
+
+NIP11_TYPE = "application/nostr+json"
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Headers": "*",
+    "Access-Control-Allow-Methods": "GET, OPTIONS",
+}
+HEALTH_TIMEOUT = 2.0
+async def root(request: web.Request) -> web.StreamResponse:
+    if request.headers.get("Upgrade", "").lower() == "websocket":
+        return await websocket(request)
+    if NIP11_TYPE in request.headers.get("Accept", ""):
+        return web.Response(
+            body=request.app[CONTEXT_KEY].nip11_document(),
+            content_type=NIP11_TYPE,
+            headers=CORS_HEADERS,
+        )
+    settings = request.app[SETTINGS_KEY]
+    return web.Response(
+        text=f"{settings.info.name}: a Nostr relay. Connect a Nostr client to "
+        f"{settings.relay_url}\n",
+        headers=CORS_HEADERS,
+    )
+
+
+async def preflight(request: web.Request) -> web.Response:
+    return web.Response(status=204, headers=CORS_HEADERS)
+
+
+async def health(request: web.Request) -> web.Response:
+    context = request.app[CONTEXT_KEY]
+    try:
+        await asyncio.wait_for(context.store.ping(), HEALTH_TIMEOUT)
+        postgres = "ok"
+    except Exception:  # any failure means "not serving writes"; the reason is in the logs
+        postgres = "down"
+    redis = "ok" if context.bus.connected else "down"
+    body = {
+        "status": "ok" if postgres == "ok" else "down",
+        "postgres": postgres,
+        "redis": redis,
+        "pid": os.getpid(),
+        "connections": context.stats.connections,
+        "subscriptions": len(context.index),
+    }
+    return web.Response(
+        body=orjson.dumps(body),
+        status=200 if postgres == "ok" else 503,
+        content_type="application/json",
+    )
+
+
+async def prometheus_metrics(request: web.Request) -> web.Response:
+    token = request.app[SETTINGS_KEY].network.metrics_token
+    if token:
+        offered = request.headers.get("Authorization", "").removeprefix("Bearer ").encode()
+        if not hmac.compare_digest(offered, token.encode()):
+            return web.Response(status=401, text="metrics need Authorization: Bearer <token>\n")
+    body, content_type = metrics.render()
+    return web.Response(body=body, headers={"Content-Type": content_type})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/", root)
+    app.router.add_route("OPTIONS", "/", preflight)
+    app.router.add_get("/health", health)
+    app.router.add_get("/metrics", prometheus_metrics)
