@@ -72,6 +72,22 @@ CONNECTIONS = Gauge("relay_connections", "Open WebSocket connections", multiproc
 SUBSCRIPTIONS = Gauge("relay_subscriptions", "Active subscriptions", multiprocess_mode="livesum")
 OUTBOX_FORWARDED = Counter("relay_outbox_forwarded_total", "Claims acknowledged by the node")
 DASSIE_FAILURES = Counter("relay_dassie_failures_total", "Calls that could not reach the node")
+DASSIE_CALLS = Counter("relay_dassie_calls_total", "Dassie RPC calls by procedure", ["method"])
+DASSIE_REJECTED = Counter(
+    "relay_dassie_rejected_total", "Dassie calls failed fast because the breaker was open"
+)
+# One breaker per worker; livemax shows the instance's worst (any worker open reads 1).
+DASSIE_BREAKER = Gauge(
+    "relay_dassie_breaker_state",
+    "Dassie circuit breaker: 0 closed, 0.5 half-open, 1 open",
+    multiprocess_mode="livemax",
+)
+CHANNEL_CACHE = Counter(
+    "relay_channel_cache_total",
+    "Channel-state lookups by level (l1 memory, l2 Redis, l3 node) and result: hit, miss,"
+    " stale (l1 past its TTL, served while the node is unreachable)",
+    ["level", "result"],
+)
 
 
 def ok_prefix(message: str) -> str:

@@ -7,12 +7,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from cluster.ledger.server import (
-    DEFAULT_PORT,
-    LedgerConfigError,
-    ledger_config_from_env,
-    run_ledger,
-)
+from cluster.ledger.config import DEFAULT_PORT, LedgerConfigError, ledger_config_from_env
+from cluster.ledger.server import run_ledger
 
 
 def main(argv: Sequence[str] | None = None) -> int:

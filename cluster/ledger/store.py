@@ -19,6 +19,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from cluster.payments.model import ChannelState, ChannelStatus, Currency, PaymentReason
+from cluster.payments.rules import overspends
 
 SCHEMA = "ledger"
 # Not the relay's MIGRATION_LOCK_KEY: the two runners may migrate one database at once.
@@ -215,7 +216,7 @@ class LedgerStore:
                 return RecordedClaim(
                     channel_id, nonce, amount, event_id, existing["recorded_at"], duplicate=True
                 )
-            if channel["spent"] + amount > channel["capacity"]:
+            if overspends(amount, channel["capacity"] - channel["spent"]):
                 raise LedgerError(
                     f"{PaymentReason.INSUFFICIENT_BALANCE.value}: {amount} exceeds the remaining"
                     f" {channel['capacity'] - channel['spent']}"

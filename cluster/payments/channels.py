@@ -10,12 +10,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
+from typing import Protocol
 
 import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from cluster.payments.dassie import DassieClient, DassieUnavailable
+from cluster import metrics
+from cluster.payments.dassie import DassieUnavailable
 from cluster.payments.model import ChannelState
 
 log = logging.getLogger(__name__)
@@ -25,6 +28,12 @@ NEGATIVE_TTL = 5.0
 
 class PaymentUnavailable(RuntimeError):
     """No usable channel state: the node is unreachable and nothing recent enough is cached."""
+
+
+class ChannelSource(Protocol):
+    """Where the truth comes from (the Dassie client; a fake in unit tests)."""
+
+    async def get_channel_state(self, channel_id: str) -> ChannelState | None: ...
 
 
 class ChannelLookup(msgspec.Struct, frozen=True):
@@ -41,51 +50,60 @@ def channel_key(prefix: str, channel_id: str) -> str:
     return f"{prefix}channel:{channel_id}"
 
 
+def _count(level: str, result: str) -> None:
+    metrics.CHANNEL_CACHE.labels(level, result).inc()
+
+
 class ChannelStateCache:
     def __init__(
         self,
-        node: DassieClient,
+        node: ChannelSource,
         redis: aioredis.Redis | None,
         *,
         prefix: str,
         ttl: float,
         stale_grace: float,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._node = node
+        self._clock = clock
         self._redis = redis
         self._prefix = prefix
         self._ttl = ttl
         self._stale_grace = stale_grace
         self._l1: dict[str, _Entry] = {}
         self._inflight: dict[str, asyncio.Future[ChannelState | None]] = {}
-        self.hits = {"l1": 0, "l2": 0, "l3": 0, "stale": 0}
 
     async def get(self, channel_id: str, *, fresh: bool = False) -> ChannelLookup:
-        now = time.monotonic()
+        """The channel's state from the nearest level that has it; fresh=True asks the node."""
+        now = self._clock()
         entry = self._l1.get(channel_id)
-        if not fresh and entry is not None:
-            ttl = self._ttl if entry.state is not None else NEGATIVE_TTL
-            if now - entry.fetched_at < ttl:
-                self.hits["l1"] += 1
-                return ChannelLookup(entry.state, from_cache=True)
         if not fresh:
-            cached = await self._from_redis(channel_id)
-            if cached is not None:
-                self.hits["l2"] += 1
-                self._l1[channel_id] = _Entry(cached, now)
-                return ChannelLookup(cached, from_cache=True)
+            if entry is not None:
+                ttl = self._ttl if entry.state is not None else NEGATIVE_TTL
+                if now - entry.fetched_at < ttl:
+                    _count("l1", "hit")
+                    return ChannelLookup(entry.state, from_cache=True)
+            _count("l1", "miss")
+            if self._redis is not None:
+                cached = await self._from_redis(channel_id)
+                _count("l2", "miss" if cached is None else "hit")
+                if cached is not None:
+                    self._l1[channel_id] = _Entry(cached, now)
+                    return ChannelLookup(cached, from_cache=True)
         try:
             state = await self._fetch_once(channel_id)
         except DassieUnavailable as exc:
+            _count("l3", "miss")
             if (
                 entry is not None
                 and entry.state is not None
                 and now - entry.fetched_at < self._stale_grace
             ):
-                self.hits["stale"] += 1
+                _count("l1", "stale")
                 return ChannelLookup(entry.state, from_cache=True)
             raise PaymentUnavailable(str(exc)) from exc
-        self.hits["l3"] += 1
+        _count("l3", "hit")
         self._l1[channel_id] = _Entry(state, now)
         if state is not None:
             await self._to_redis(state)

@@ -22,6 +22,9 @@ MAX_CHANNEL_ID = 256
 # accepted too (docs/PAYMENTS.md records the decision).
 CHANNEL_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-_")
 HEX = frozenset("0123456789abcdefABCDEF")
+# The same shapes as regular expressions, for schemas (the ledger's RPC input validation).
+CHANNEL_ID_PATTERN = rf"^[A-Za-z0-9_.:-]{{1,{MAX_CHANNEL_ID}}}$"
+SIGNATURE_PATTERN = r"^[0-9a-fA-F]{128}([0-9a-fA-F]{2})?$"
 
 
 class MalformedTag(ValueError):
@@ -66,6 +69,22 @@ def parse_payment_tag(tag: list[str]) -> PaymentClaim:
         currency=currency,
         amount_text=amount_text,
         nonce_text=nonce_text,
+    )
+
+
+def claim_of(
+    channel_id: str, amount: int, nonce: int, signature_hex: str, currency: Currency
+) -> PaymentClaim:
+    """A claim from already validated fields (the node's verifyPaymentClaim input): the signed
+    texts are the canonical decimal forms, as a client that signs with `sign_claim` wrote them."""
+    return PaymentClaim(
+        channel_id=channel_id,
+        amount=amount,
+        nonce=nonce,
+        signature=bytes.fromhex(signature_hex[:128]),
+        currency=currency,
+        amount_text=str(amount),
+        nonce_text=str(nonce),
     )
 
 

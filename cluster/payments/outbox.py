@@ -15,6 +15,7 @@ import logging
 
 from psycopg_pool import AsyncConnectionPool
 
+from cluster import metrics
 from cluster.payments.dassie import DassieClient, DassieError, DassieUnavailable
 from cluster.store.payments import claim_due_entries, mark_forwarded, postpone
 
@@ -84,4 +85,5 @@ class OutboxForwarder:
                 done.append(entry.id)
             await mark_forwarded(conn, done)
         self.forwarded += len(done)
+        metrics.OUTBOX_FORWARDED.inc(len(done))
         return len(done)

@@ -44,8 +44,10 @@ async def client(ledger: LedgerProcess) -> AsyncIterator[DassieClient]:
         await dassie.close()
 
 
-async def open_btc(client: DassieClient, capacity: int = 1000, **kwargs: int) -> ChannelState:
-    return await client.open_channel(sender_pubkey_of(SENDER), capacity, Currency.BTC, **kwargs)
+async def open_btc(
+    client: DassieClient, capacity: int = 1000, expires_in: int = 30 * 24 * 3600
+) -> ChannelState:
+    return await client.open_channel(sender_pubkey_of(SENDER), capacity, Currency.BTC, expires_in)
 
 
 async def verify(
@@ -426,5 +428,5 @@ async def test_breaker_opens_fails_fast_and_recovers(own_ledger: LedgerProcess) 
                 await dassie.get_channel_state(channel.channel_id)
         await asyncio.sleep(dassie.breaker.retry_in() + 0.05)
         assert await dassie.get_channel_state(channel.channel_id) == channel
-        assert dassie.breaker_state is BreakerState.CLOSED
+        assert dassie.stats()["breaker_state"] == BreakerState.CLOSED.value
         assert await dassie.get_channel_state(channel.channel_id) == channel

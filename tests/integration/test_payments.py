@@ -45,7 +45,7 @@ def paid_relay(
 ) -> Iterator[RelayProcess]:
     starter = RelayStarter(relay_env, tmp_path_factory.mktemp("paid-relay"))
     try:
-        yield starter.start(**paid_env(ledger))
+        yield starter.start(workers=2, **paid_env(ledger))
     finally:
         starter.stop_all()
 
@@ -271,6 +271,51 @@ async def test_verification_histogram_is_exported(paid_relay: RelayProcess) -> N
     assert "relay_event_acceptance_seconds_bucket" in text
 
 
+async def scrape(relay: RelayProcess) -> dict[str, float]:
+    """GET /metrics (aggregated over the instance's workers) as {sample with labels: value}."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{relay.http_url}/metrics") as response,
+    ):
+        text = await response.text()
+    samples = (line.rsplit(" ", 1) for line in text.splitlines() if not line.startswith("#"))
+    return {name: float(value) for name, value in samples}
+
+
+async def test_payment_metrics_move(
+    paid_relay: RelayProcess, node: DassieClient, database_url: str
+) -> None:
+    payer = Payer()
+    channel = (await payer.open(node)).channel_id
+    before = await scrape(paid_relay)
+    async with connect(paid_relay.url) as client:
+        assert (await client.publish(payer.event(channel, PRICE, 1)))[2] is True
+
+    async def forwarded() -> bool:
+        return await ledger_claims(database_url, channel) == [(1, PRICE)]
+
+    await wait_for(forwarded)
+
+    async def counted() -> bool:  # the acknowledging worker counts just after the node answers
+        return (await scrape(paid_relay)).get("relay_outbox_forwarded_total", 0) > before.get(
+            "relay_outbox_forwarded_total", 0
+        )
+
+    await wait_for(counted)
+    after = await scrape(paid_relay)
+
+    def grew(name: str) -> bool:
+        return after.get(name, 0) > before.get(name, 0)
+
+    # A channel nobody has seen: L1 and L2 miss, the node answers.
+    assert grew('relay_channel_cache_total{level="l1",result="miss"}')
+    assert grew('relay_channel_cache_total{level="l2",result="miss"}')
+    assert grew('relay_channel_cache_total{level="l3",result="hit"}')
+    assert grew('relay_dassie_calls_total{method="payment.getChannelState"}')
+    assert grew('relay_dassie_calls_total{method="payment.recordClaim"}')
+    assert after["relay_dassie_breaker_state"] == 0.0
+
+
 # ---- exactly once, across workers and instances ------------------------------------------------
 
 
@@ -281,7 +326,7 @@ async def test_same_claim_through_two_instances_is_accepted_once_per_round(
     node: DassieClient,
     database_url: str,
 ) -> None:
-    second = start_relay.start(**paid_env(ledger))
+    second = start_relay.start(workers=2, **paid_env(ledger))
     payer = Payer()
     channel = (await payer.open(node, capacity=10_000)).channel_id
     async with aiohttp.ClientSession() as session:
@@ -323,7 +368,7 @@ async def test_thousand_claims_from_four_connections(
             for event in share:
                 await client.send(["EVENT", msgspec.to_builtins(event)])
             by_id = {event.id: int(event.tags[-1][4]) for event in share}
-            results = []
+            results: list[tuple[int, bool]] = []
             while len(results) < len(share):
                 message = await client.receive()
                 if message[0] == "OK":
