@@ -22,10 +22,10 @@ from cluster.payments.pricing import Pricing
 from cluster.relay.access import AccessControl
 from cluster.relay.connection import ConnectionRegistry
 from cluster.relay.context import RelayContext, message_limits
+from cluster.relay.http import add_routes
 from cluster.relay.keys import CONNECTIONS_KEY, CONTEXT_KEY, SETTINGS_KEY
 from cluster.relay.policies import default_policies
 from cluster.relay.ratelimit import ConnectionCounter, RateLimiter, redis_client
-from cluster.relay.http import add_routes
 from cluster.relay.subscriptions import SubscriptionIndex
 from cluster.store.events import EventStore
 from cluster.store.pool import create_pool

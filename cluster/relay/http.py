@@ -20,6 +20,8 @@ CORS_HEADERS = {
     "Access-Control-Allow-Methods": "GET, OPTIONS",
 }
 HEALTH_TIMEOUT = 2.0
+
+
 async def root(request: web.Request) -> web.StreamResponse:
     if request.headers.get("Upgrade", "").lower() == "websocket":
         return await websocket(request)
