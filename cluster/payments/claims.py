@@ -18,8 +18,8 @@ TAG_METHOD = "ilp"
 TAG_ARITY = 7
 MAX_AMOUNT = 2**53 - 1
 MAX_CHANNEL_ID = 256
-# shared/PAYMENTS.md lists [A-Za-z0-9._:-]; its own vectors use '_' (channel_abc123), so '_' is
-# accepted too (docs/PAYMENTS.md records the decision).
+# The protocol (docs/PAYMENTS.md) lists [A-Za-z0-9._:-]; its own vectors use '_'
+# (channel_abc123), so '_' is accepted too (docs/PAYMENTS.md records the decision).
 CHANNEL_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-_")
 HEX = frozenset("0123456789abcdefABCDEF")
 # The same shapes as regular expressions, for schemas (the ledger's RPC input validation).

@@ -1,7 +1,7 @@
 """`dassie-rpc-01` envelopes, superjson-framed: the one wire format of the client and the node.
 
 Every whole message is superjson (`{"json": …, "meta": {"values": …}}`), so big integers travel
-exactly (shared/PAYMENTS.md). Encoding sends plain values (and `superjson.BigInt` markers);
+exactly (docs/PAYMENTS.md). Encoding sends plain values (and `superjson.BigInt` markers);
 decoding restores what the peer marked. Pure: no sockets here.
 """
 

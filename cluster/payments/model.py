@@ -54,7 +54,7 @@ class PaymentClaim(msgspec.Struct, frozen=True):
 
 
 class PaymentReason(StrEnum):
-    """Why a claim is refused: `restricted: invalid payment: <reason>` (shared/PAYMENTS.md)."""
+    """Why a claim is refused: `restricted: invalid payment: <reason>` (docs/PAYMENTS.md)."""
 
     MALFORMED_TAG = "malformed_tag"
     UNKNOWN_CHANNEL = "unknown_channel"

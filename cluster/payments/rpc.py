@@ -1,6 +1,6 @@
 """The Dassie RPC transport: one multiplexed WebSocket per worker, timeouts, backoff, a breaker.
 
-Wire protocol (shared/PAYMENTS.md): `dassie-rpc-01` envelopes (cluster/payments/envelope.py)
+Wire protocol (docs/PAYMENTS.md): `dassie-rpc-01` envelopes (cluster/payments/envelope.py)
 over a WebSocket at `/rpc` with `Authorization: Bearer <token>`. Requests carry a string id;
 responses are matched to waiting futures by that id, so any number of requests share one socket.
 

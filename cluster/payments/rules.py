@@ -1,4 +1,4 @@
-"""The acceptance rules of shared/PAYMENTS.md that need no database, shared by the relay's gate
+"""The acceptance rules of docs/PAYMENTS.md that need no database, shared by the relay's gate
 and the ledger node (pure).
 
 Each rule is a small function `(claim, channel, price, now) -> PaymentReason | None`; a rule set
@@ -9,7 +9,7 @@ the same rules in different orders and scopes:
   than balance, because checks 4 (nonce) and 6 (spent + amount <= capacity) are decided inside
   the PostgreSQL transaction that stores the event (relay_save_event), where concurrent claims
   are serialised. The price is the event's.
-- NODE_RULES (`payment.verifyPaymentClaim`): the node's own view in shared/PAYMENTS.md order,
+- NODE_RULES (`payment.verifyPaymentClaim`): the node's own view in docs/PAYMENTS.md order,
   nonce and remaining balance included; it knows no prices, so insufficient_amount never comes
   from it.
 """
