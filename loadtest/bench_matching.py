@@ -18,6 +18,8 @@ import sys
 import time
 from typing import Any
 
+import msgspec
+
 from cluster.nostr.event import Event
 from cluster.nostr.filters import FilterLimits, parse_filter
 from cluster.relay.subscriptions import Subscription, SubscriptionIndex
@@ -103,7 +105,21 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-def bench(size: int, events: int, seed: int) -> dict[str, float]:
+class MatchingRow(msgspec.Struct, kw_only=True):
+    """Cost of `SubscriptionIndex.match` per event with `size` subscriptions indexed."""
+
+    size: int
+    broad: int
+    build_s: float
+    events: int
+    mean_us: float
+    p95_us: float
+    mean_candidates: float
+    p95_candidates: float
+    mean_matched: float
+
+
+def bench(size: int, events: int, seed: int) -> MatchingRow:
     rng = random.Random(seed)
     started = time.perf_counter()
     index = build_index(rng, size)
@@ -124,17 +140,17 @@ def bench(size: int, events: int, seed: int) -> dict[str, float]:
     finally:
         gc.enable()
     candidates = [len(index.candidates(event)) for event in stream]
-    return {
-        "size": size,
-        "broad": index.broad_count,
-        "build_s": build_s,
-        "events": events,
-        "mean_us": statistics.fmean(timings),
-        "p95_us": percentile(timings, 0.95),
-        "mean_candidates": statistics.fmean(candidates),
-        "p95_candidates": percentile([float(c) for c in candidates], 0.95),
-        "mean_matched": statistics.fmean(matched),
-    }
+    return MatchingRow(
+        size=size,
+        broad=index.broad_count,
+        build_s=build_s,
+        events=events,
+        mean_us=statistics.fmean(timings),
+        p95_us=percentile(timings, 0.95),
+        mean_candidates=statistics.fmean(candidates),
+        p95_candidates=percentile([float(c) for c in candidates], 0.95),
+        mean_matched=statistics.fmean(matched),
+    )
 
 
 def main() -> None:
@@ -153,9 +169,9 @@ def main() -> None:
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
         print(
-            f"| {row['size']:,} | {row['broad']:,} | {row['build_s']:.1f} | {row['events']:,}"
-            f" | {row['mean_us']:.1f} | {row['p95_us']:.1f} | {row['mean_candidates']:.0f}"
-            f" | {row['p95_candidates']:.0f} | {row['mean_matched']:.1f} |"
+            f"| {row.size:,} | {row.broad:,} | {row.build_s:.1f} | {row.events:,}"
+            f" | {row.mean_us:.1f} | {row.p95_us:.1f} | {row.mean_candidates:.0f}"
+            f" | {row.p95_candidates:.0f} | {row.mean_matched:.1f} |"
         )
     print(f"\nPython {sys.version.split()[0]}, total {time.perf_counter() - started:.1f} s")
 

@@ -13,13 +13,16 @@ Loopback targets only, one bounded generator run.
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
 
+import msgspec
 import psutil
+
+from loadtest.results import PublishResult
+from loadtest.stats import LatencySummary
 
 GROUPS = (
     ("relay", ("cluster.cli serve", "relay-cluster serve")),
@@ -28,6 +31,17 @@ GROUPS = (
     ("redis", ("redis-server",)),
     ("nginx", ("nginx",)),
 )
+
+
+class CpuReport(msgspec.Struct, kw_only=True):
+    """CPU seconds by process group over one publish run, per event and per wall second."""
+
+    latency_ms: LatencySummary
+    events: int
+    wall_s: float
+    cpu_s: dict[str, float]
+    cpu_us_per_event: dict[str, float]
+    cores: dict[str, float]
 
 
 def group_of(name: str, cmdline: str) -> str | None:
@@ -82,18 +96,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     elapsed = time.monotonic() - started
     by_group = spent(before, cpu_by_group())
-    result = json.loads(run.stdout)
-    accepted = max(1, int(result["latency_ms"]["count"]))
-    by_group["generator"] = float(result["generator"]["cpu_s"])
-    report = {
-        "latency_ms": result["latency_ms"],
-        "events": accepted,
-        "wall_s": round(elapsed, 1),
-        "cpu_s": by_group,
-        "cpu_us_per_event": {k: round(v / accepted * 1e6, 1) for k, v in by_group.items()},
-        "cores": {k: round(v / elapsed, 3) for k, v in by_group.items()},
-    }
-    print(json.dumps(report, indent=2))
+    result = msgspec.json.decode(run.stdout, type=PublishResult)
+    accepted = max(1, result.latency_ms.count)
+    by_group["generator"] = result.generator.cpu_s
+    report = CpuReport(
+        latency_ms=result.latency_ms,
+        events=accepted,
+        wall_s=round(elapsed, 1),
+        cpu_s=by_group,
+        cpu_us_per_event={k: round(v / accepted * 1e6, 1) for k, v in by_group.items()},
+        cores={k: round(v / elapsed, 3) for k, v in by_group.items()},
+    )
+    print(msgspec.json.format(msgspec.json.encode(report), indent=2).decode())
     return 0
 
 

@@ -56,6 +56,7 @@ import random
 import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -66,16 +67,15 @@ from locust import User, constant, constant_throughput, events, task
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `loadtest` and `cluster`
 
-from cluster.nostr.signing import Signer
+from cluster.nostr.signing import Signer, event_frame
 from cluster.payments.claims import payment_tag
-from loadtest.generator import (
-    QUERY_SHAPES,
-    SignJob,
-    make_filter,
-    require_loopback,
-    sign_job,
-    source_addresses,
-)
+from loadtest.files import Channel, ChannelsFile, FillManifest, read_channels, read_manifest
+from loadtest.filters import QUERY_SHAPES, make_filter
+from loadtest.loopback import require_loopback, source_addresses
+from loadtest.presign import SignJob, sign_job
+
+Message = list[Any]
+"""A relay message as decoded JSON (`["OK", id, accepted, text]`, `["EOSE", sub_id]`, ...)."""
 
 
 def _env_int(name: str, default: int) -> int:
@@ -95,20 +95,22 @@ _user_numbers = itertools.count()
 _channel_numbers = itertools.count()
 
 
-def _load_channels() -> tuple[list[dict[str, str]], int, int]:
+def _load_channels() -> ChannelsFile:
     path = os.environ.get("LOCUST_CHANNELS_FILE")
     if path:
-        data = json.loads(Path(path).read_text())
-        return list(data["channels"]), int(data.get("kind", 4242)), int(data.get("price", 1))
+        return read_channels(path)
     channel = os.environ.get("LOCUST_CHANNEL_ID")
     secret = os.environ.get("LOCUST_CHANNEL_SECRET")
-    channels = [{"channel_id": channel, "secret": secret}] if channel and secret else []
-    return channels, _env_int("LOCUST_PAID_KIND", 4242), _env_int("LOCUST_PRICE", 1)
+    return ChannelsFile(
+        kind=_env_int("LOCUST_PAID_KIND", 4242),
+        price=_env_int("LOCUST_PRICE", 1),
+        channels=[Channel(channel, secret)] if channel and secret else [],
+    )
 
 
-def _load_manifest() -> dict[str, Any] | None:
+def _load_manifest() -> FillManifest | None:
     path = os.environ.get("LOCUST_MANIFEST")
-    return json.loads(Path(path).read_text()) if path else None
+    return read_manifest(path) if path else None
 
 
 class NostrSocket:
@@ -132,16 +134,19 @@ class NostrSocket:
             raise
         fire("WS", "connect", started)
 
-    def send(self, message: Any) -> None:
+    def send(self, message: str | list[Any]) -> None:
         self.ws.send(message if isinstance(message, str) else orjson.dumps(message).decode())
 
-    def recv(self) -> list[Any]:
-        return orjson.loads(self.ws.recv())
+    def recv(self) -> Message:
+        message: Message = orjson.loads(self.ws.recv())
+        return message
 
-    def recv_until(self, predicate: Any, timeout: float = TIMEOUT) -> tuple[list[Any], list[Any]]:
+    def recv_until(
+        self, predicate: Callable[[Message], bool], timeout: float = TIMEOUT
+    ) -> tuple[list[Message], Message]:
         """Messages before the first one matching `predicate`, and that one (bounded wait)."""
         deadline = time.monotonic() + timeout
-        before: list[Any] = []
+        before: list[Message] = []
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -157,6 +162,11 @@ class NostrSocket:
             self.ws.close(timeout=1)
 
 
+def ends(sub_id: str) -> Callable[[Message], bool]:
+    """Matches the EOSE or CLOSED that answers the REQ `sub_id`."""
+    return lambda m: m[0] in ("EOSE", "CLOSED") and m[1] == sub_id
+
+
 def fire(
     request_type: str,
     name: str,
@@ -166,7 +176,8 @@ def fire(
     exception: BaseException | None = None,
     elapsed_ms: float | None = None,
 ) -> None:
-    events.request.fire(
+    # (locust's EventHook.fire has no annotations)
+    events.request.fire(  # type: ignore[no-untyped-call]
         request_type=request_type,
         name=name,
         response_time=elapsed_ms
@@ -186,6 +197,8 @@ class NostrUser(User):
 
     def on_start(self) -> None:
         self.number = next(_user_numbers)
+        if not self.host:
+            raise RuntimeError("no --host: give the relay's ws:// URL (loopback only)")
         self.conn = NostrSocket(self.host, SOURCES[self.number % len(SOURCES)])
 
     def on_stop(self) -> None:
@@ -243,16 +256,18 @@ class PaidPublisher(NostrUser):
 
     def on_start(self) -> None:
         super().on_start()
-        channels, self.kind, self.price = _load_channels()
+        loaded = _load_channels()
+        self.kind, self.price = loaded.kind, loaded.price
         index = next(_channel_numbers)
-        if index >= len(channels):
+        if index >= len(loaded.channels):
             raise RuntimeError(
                 f"PaidPublisher #{index + 1} has no channel of its own "
-                f"({len(channels)} in LOCUST_CHANNELS_FILE/LOCUST_CHANNEL_ID)"
+                f"({len(loaded.channels)} in LOCUST_CHANNELS_FILE/LOCUST_CHANNEL_ID)"
             )
-        channel = channels[index]
-        self.channel_id = channel["channel_id"]
-        self.signer = Signer(channel["secret"])
+        channel = loaded.channels[index]
+        self.channel_id = channel.channel_id
+        self.currency = channel.currency
+        self.signer = Signer(channel.secret)
         self.nonce = int(time.time() * 1_000_000)  # above any nonce an earlier run used
         self.events: list[tuple[str, str]] = []
         self._refill()
@@ -261,10 +276,11 @@ class PaidPublisher(NostrUser):
         out = []
         for _ in range(PRESIGN):
             self.nonce += 1
-            tag = payment_tag(self.signer.secret, self.channel_id, self.price, self.nonce, "BTC")
+            tag = payment_tag(
+                self.signer.secret, self.channel_id, self.price, self.nonce, self.currency
+            )
             event = self.signer.sign(self.kind, f"locust paid {self.nonce}", [tag])
-            frame = '["EVENT",' + orjson.dumps(_event_dict(event)).decode() + "]"
-            out.append((event.id, frame))
+            out.append((event.id, event_frame(event)))
         out.reverse()
         self.events = out
 
@@ -274,18 +290,6 @@ class PaidPublisher(NostrUser):
             self._refill()
         event_id, frame = self.events.pop()
         self.publish(event_id, frame, f"kind {self.kind} (paid)")
-
-
-def _event_dict(event: Any) -> dict[str, Any]:
-    return {
-        "id": event.id,
-        "pubkey": event.pubkey,
-        "created_at": event.created_at,
-        "kind": event.kind,
-        "tags": event.tags,
-        "content": event.content,
-        "sig": event.sig,
-    }
 
 
 class StampedPublisher(NostrUser):
@@ -300,8 +304,7 @@ class StampedPublisher(NostrUser):
     def publish_stamped(self) -> None:
         content = json.dumps({"sent": time.time(), "nonce": os.urandom(4).hex()})
         event = self.signer.sign(FREE_KIND, content, [["t", DELIVERY_TAG]])
-        frame = '["EVENT",' + orjson.dumps(_event_dict(event)).decode() + "]"
-        self.publish(event.id, frame, "stamped (for delivery)")
+        self.publish(event.id, event_frame(event), "stamped (for delivery)")
 
 
 class DeliverySubscriber(NostrUser):
@@ -314,7 +317,7 @@ class DeliverySubscriber(NostrUser):
         flt = {"kinds": [FREE_KIND], "#t": [DELIVERY_TAG], "limit": 0}
         try:
             self.conn.send(["REQ", "delivery", flt])
-            self.conn.recv_until(lambda m: m[0] in ("EOSE", "CLOSED") and m[1] == "delivery")
+            self.conn.recv_until(ends("delivery"))
         except Exception as exc:
             fire("REQ", "delivery subscribe", started, exception=exc)
             raise
@@ -350,8 +353,7 @@ class IdleHolder(NostrUser):
             flt = {"authors": [rng.randbytes(32).hex() for _ in range(5)], "limit": 0}
             try:
                 self.conn.send(["REQ", f"idle{k}", flt])
-                _, end = self.conn.recv_until(lambda m, k=k: m[0] in ("EOSE", "CLOSED")
-                                              and m[1] == f"idle{k}")  # fmt: skip
+                _, end = self.conn.recv_until(ends(f"idle{k}"))
             except Exception as exc:
                 fire("REQ", "idle subscribe", started, exception=exc)
                 continue
@@ -387,9 +389,7 @@ class QueryUser(NostrUser):
         started = time.perf_counter()
         try:
             self.conn.send(["REQ", sub_id, flt])
-            before, end = self.conn.recv_until(
-                lambda m: m[0] in ("EOSE", "CLOSED") and m[1] == sub_id
-            )
+            before, end = self.conn.recv_until(ends(sub_id))
             self.conn.send(["CLOSE", sub_id])
         except Exception as exc:
             fire("REQ", shape, started, exception=exc)

@@ -10,7 +10,6 @@ Writes a markdown table (docs/SOAK.md by default).
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import subprocess
 import sys
@@ -18,31 +17,37 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import msgspec
 import psutil
+
+from loadtest.results import PublishResult
+from loadtest.targets import ClusterState
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "SOAK.md"
 
 
+def cluster_state(cluster_dir: Path) -> ClusterState:
+    return msgspec.json.decode((cluster_dir / "cluster.json").read_bytes(), type=ClusterState)
+
+
 def relay_rss_mib(cluster_dir: Path) -> float:
-    state = json.loads((cluster_dir / "cluster.json").read_text())
     total = 0
-    for service in state["services"]:
-        if service["name"].startswith("instance-") and service["pid"]:
-            master = psutil.Process(service["pid"])
+    for service in cluster_state(cluster_dir).services:
+        if service.name.startswith("instance-") and service.pid:
+            master = psutil.Process(service.pid)
             for process in [master, *master.children(recursive=True)]:
                 total += process.memory_info().rss
     return total / 2**20
 
 
-def run_window(url: str, rate: float, seconds: float, out: Path) -> dict[str, object]:
+def run_window(url: str, rate: float, seconds: float, out: Path) -> PublishResult:
     command = [
         sys.executable, "-m", "loadtest.generator", "publish", "--url", url,
         "--rate", str(rate), "--duration", str(seconds), "--connections", "50",
         "--json-out", str(out),
     ]  # fmt: skip
     subprocess.run(command, check=True, timeout=seconds + 120, capture_output=True)
-    result: dict[str, object] = json.loads(out.read_text())
-    return result
+    return msgspec.json.decode(out.read_bytes(), type=PublishResult)
 
 
 def summary(p95s: list[float], rss: list[float], errors: int, window: float) -> str:
@@ -65,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output", default=str(DOC))
     args = parser.parse_args(argv)
     cluster_dir = Path(args.cluster_dir)
-    url = json.loads((cluster_dir / "cluster.json").read_text())["url"]
+    url = cluster_state(cluster_dir).url or ""
     if not url.startswith(("ws://127.", "ws://[::1]", "ws://localhost")):
         parser.error("soak only targets loopback")
     windows = max(1, int(args.minutes * 60 // args.window))
@@ -77,15 +82,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.time()
     for index in range(windows):
         result = run_window(url, args.rate, args.window, cluster_dir / f"soak-{index}.json")
-        latency = result["latency_ms"]
-        assert isinstance(latency, dict)
-        p95s.append(float(latency["p95"]))
+        latency = result.latency_ms
+        p50, p95, p99 = latency.p50 or 0.0, latency.p95 or 0.0, latency.p99 or 0.0
+        p95s.append(p95)
         rss.append(relay_rss_mib(cluster_dir))
-        errors += int(str(result["error_count"]))
+        errors += result.error_count
         rows.append(
-            f"| {index + 1} | {result['achieved_rate']} | {latency['p50']:.1f} / "
-            f"{latency['p95']:.1f} / {latency['p99']:.1f} | {result['error_count']} | "
-            f"{rss[-1]:.0f} |"
+            f"| {index + 1} | {result.achieved_rate} | {p50:.1f} / {p95:.1f} / {p99:.1f} | "
+            f"{result.error_count} | {rss[-1]:.0f} |"
         )
         print(rows[-1], flush=True)
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started))

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import aiohttp
-import msgspec
 import orjson
 
-from cluster.nostr.signing import Signer
+from cluster.nostr.signing import Signer, event_frame
 from cluster.payments.claims import payment_tag
 
 
@@ -26,7 +25,7 @@ async def publish(
         tags = [*tags, payment_tag(secret, channel_id, amount, nonce, currency)]
     event = Signer(secret).sign(kind, content, tags)
     async with aiohttp.ClientSession() as session, session.ws_connect(relay_url) as ws:
-        await ws.send_str(orjson.dumps(["EVENT", msgspec.to_builtins(event)]).decode())
+        await ws.send_str(event_frame(event))
         while True:
             message = orjson.loads(await ws.receive_str(timeout=timeout))
             if message[0] == "OK" and message[1] == event.id:

@@ -13,12 +13,15 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
+import msgspec
 import pytest
 
 from loadtest import generator
-from loadtest.bench import rate_limit_overrides
+from loadtest.launch import rate_limit_overrides
+from loadtest.record import BenchResults
+from loadtest.results import PublishResult
+from loadtest.stats import LatencySummary
 from tests.services import (
     LedgerProcess,
     RelayProcess,
@@ -31,32 +34,35 @@ REPO = Path(__file__).resolve().parents[2]
 PAID_KIND, PRICE = 4242, 10
 
 
-def assert_sane(result: dict[str, Any], key: str = "latency_ms") -> None:
-    assert result["error_count"] == 0, result["errors"]
-    latency = result[key]
-    assert latency["count"] > 0
-    assert 0 < latency["p50"] <= latency["p95"] <= latency["p99"] <= latency["max"]
+def assert_sane(errors: dict[str, int], latency: LatencySummary) -> None:
+    assert sum(errors.values()) == 0, errors
+    assert latency.count > 0
+    assert latency.p50 is not None and latency.p95 is not None
+    assert latency.p99 is not None and latency.max is not None
+    assert 0 < latency.p50 <= latency.p95 <= latency.p99 <= latency.max
 
 
 async def test_generator_publish_delivery_query_hold(relay: RelayProcess) -> None:
     published = await generator.run_publish(
         relay.url, rate=40, duration=1.0, connections=2, sources=4, drain=5
     )
-    assert_sane(published)
-    assert published["accepted"] == published["offered"] == 40
-    assert published["achieved_rate"] > 0
+    assert_sane(published.errors, published.latency_ms)
+    assert published.error_count == 0
+    assert published.accepted == published.offered == 40
+    assert published.achieved_rate > 0
 
     delivered = await generator.run_delivery(
         relay.url, rate=20, duration=1.0, subscribers=6, fanout=3, publishers=2, sources=4
     )
-    assert_sane(delivered)
-    assert delivered["delivered"] == delivered["expected_deliveries"] == 20 * 3
+    assert_sane(delivered.errors, delivered.latency_ms)
+    assert delivered.delivered == delivered.expected_deliveries == 20 * 3
 
     queried = await generator.run_query(
         relay.url, rate=20, duration=1.0, connections=2, sources=4, drain=5
     )
-    assert_sane(queried)
-    assert queried["answered"] == 20
+    assert_sane(queried.errors, queried.latency_ms)
+    assert queried.answered == 20
+    assert set(queried.by_shape) == set(generator.QUERY_SHAPES)
 
     held = await generator.run_hold(
         relay.url,
@@ -69,10 +75,11 @@ async def test_generator_publish_delivery_query_hold(relay: RelayProcess) -> Non
         live_subscribers=4,
         live_fanout=2,
     )
-    assert held["error_count"] == 0, held["errors"]
-    assert held["alive_at_end"] == held["opened"] == 8
-    assert held["subscriptions"] == 24
-    assert_sane(held["live"])
+    assert held.error_count == 0, held.errors
+    assert held.alive_at_end == held.opened == 8
+    assert held.subscriptions == 24
+    assert held.live is not None, held.live_failure
+    assert_sane(held.live.errors, held.live.latency_ms)
 
 
 def test_generator_cli_writes_json(relay: RelayProcess, tmp_path: Path) -> None:
@@ -84,9 +91,10 @@ def test_generator_cli_writes_json(relay: RelayProcess, tmp_path: Path) -> None:
         cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert completed.returncode == 0, completed.stderr
-    result = json.loads(out.read_text())
-    assert_sane(result)
-    assert result["accepted"] == 30
+    result = msgspec.json.decode(out.read_bytes(), type=PublishResult)
+    assert_sane(result.errors, result.latency_ms)
+    assert result.accepted == 30
+    assert json.loads(out.read_text())["scenario"] == "publish"
 
 
 def test_generator_refuses_other_hosts() -> None:
@@ -160,18 +168,25 @@ def test_bench_quick_writes_report_and_plot(
         cwd=REPO, capture_output=True, text=True, timeout=110, check=False,
     )  # fmt: skip
     assert completed.returncode == 0, completed.stdout[-4000:] + completed.stderr[-2000:]
-    results = json.loads(raw.read_text())
-    for name in ("accept", "paid", "delivery", "query"):
-        assert results[name]["error_count"] == 0, (name, results[name]["errors"])
-    assert all(step["error_count"] == 0 for step in results["sweep"]["steps"])
-    assert results["paid"]["accepted"] == results["paid"]["offered"]
-    assert results["fill"]["count"] >= 500
+    results = msgspec.json.decode(raw.read_bytes(), type=BenchResults)
+    assert results.accept and results.paid and results.delivery and results.query
+    for name, result in (("accept", results.accept), ("paid", results.paid),
+                         ("delivery", results.delivery), ("query", results.query)):  # fmt: skip
+        assert result.error_count == 0, (name, result.errors)
+    assert results.sweep is not None
+    assert all(step.error_count == 0 for step in results.sweep.steps)
+    assert results.paid.accepted == results.paid.offered
+    assert results.fill is not None and results.fill.count >= 500
     # (a 500-event table may well be scanned sequentially: the full bench judges the plans)
-    assert set(results["explain"]) == set(generator.QUERY_SHAPES)
-    assert all(shape["execution_ms_median"] >= 0 for shape in results["explain"].values())
-    assert results["connections"]["alive_at_end"] == 20
-    assert results["subscriptions"]["subscriptions"] == 20 * 3
-    assert results["subscriptions"]["live"]["error_count"] == 0
+    assert results.explain is not None and set(results.explain) == set(generator.QUERY_SHAPES)
+    assert all(shape.execution_ms_median >= 0 for shape in results.explain.values())
+    assert results.connections is not None and results.connections.alive_at_end == 20
+    assert results.subscriptions is not None and results.subscriptions.subscriptions == 20 * 3
+    live = results.subscriptions.live
+    assert live is not None and live.error_count == 0, results.subscriptions.live_failure
+    assert results.matching and results.machine_info is not None
+    # Phases that were skipped are absent from the raw file, not null.
+    assert "locust" not in json.loads(raw.read_text())
     text = report.read_text()
     assert "| Event acceptance, free kind (EVENT → OK)" in text
     assert "Payment verification" in text

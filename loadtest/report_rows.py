@@ -1,0 +1,158 @@
+"""The report's results table: one row per target of the issue, with its goal and verdict."""
+
+from __future__ import annotations
+
+from loadtest.cells import errors, mib, sustainable, triple, verdict
+from loadtest.histograms import HistogramSummary
+from loadtest.record import BenchResults
+from loadtest.results import DeliveryResult, HoldResult, PublishResult, QueryResult
+
+GENERATOR = "generator (asyncio)"
+Row = list[str]
+
+
+def publish_row(label: str, r: PublishResult, limit: float) -> Row:
+    p95 = r.latency_ms.p95
+    ok = p95 is not None and p95 < limit and r.kept_up
+    return [
+        label,
+        f"{r.offered_rate:g} ev/s x {r.duration_s:g} s, {r.connections} conns",
+        triple(r.latency_ms),
+        f"{r.achieved_rate:,.0f} / {r.offered_rate:,.0f} ev/s; errors {errors(r.errors)}",
+        f"p95 < {limit:g} ms, achieved = offered",
+        verdict(ok),
+        GENERATOR,
+    ]
+
+
+def histogram_row(label: str, what: str, m: HistogramSummary | None, limit: float) -> list[Row]:
+    """The relay's own view of the same run (its /metrics histogram), when it has one."""
+    if m is None or not m.count:
+        return []
+    ok = m.p95 is not None and m.p95 < limit
+    return [[label, f"{m.count:,} {what} (histogram buckets)", triple(m), "-",
+             f"p95 < {limit:g} ms", verdict(ok), "relay /metrics"]]  # fmt: skip
+
+
+def delivery_row(label: str, r: DeliveryResult) -> Row:
+    p95 = r.latency_ms.p95
+    ok = p95 is not None and p95 < 100 and r.delivered == r.expected_deliveries
+    return [
+        f"{label} (publish → subscriber receives)",
+        f"{r.subscribers:,} subscribers, {r.offered_rate:g} ev/s, each event to "
+        f"{r.fanout:,} subscribers",
+        triple(r.latency_ms),
+        f"{r.delivered:,} / {r.expected_deliveries:,} delivered "
+        f"({r.delivery_rate:,.0f}/s); errors {errors(r.errors)}",
+        "p95 < 100 ms", verdict(ok), GENERATOR,
+    ]  # fmt: skip
+
+
+def query_row(results: BenchResults, r: QueryResult, loaded: bool) -> Row:
+    explain = results.explain or {}
+    indexed = all(v.indexes and not v.seq_scan for v in explain.values()) if explain else None
+    p95 = r.latency_ms.p95
+    ok = p95 is not None and p95 < 5 and not r.error_count and indexed is not False
+    stored = results.fill.count if results.fill else 0
+    return [
+        f"Database query (REQ → EOSE), all shapes{', under load' if loaded else ''}",
+        f"{stored:,} stored events, {r.offered_rate:g} q/s over {r.connections} conns",
+        triple(r.latency_ms),
+        f"{r.achieved_rate:,.0f} / {r.offered_rate:,.0f} q/s; errors {errors(r.errors)}",
+        "p95 < 5 ms, EXPLAIN uses an index", verdict(ok), GENERATOR,
+    ]  # fmt: skip
+
+
+def connections_row(r: HoldResult, direct: bool) -> Row:
+    ok = r.alive_at_end == r.connections and not r.error_count
+    rss = r.rss_per_1000
+    relay = mib(rss.relay_connections_mib if rss else None)
+    if direct:
+        return [
+            "... same, straight to the instances (no nginx)",
+            f"{r.connections:,} opened, alternating between instances, held {r.hold_s:g} s",
+            f"connect {triple(r.connect_ms)}",
+            f"{r.alive_at_end:,} held; relay RSS {relay} MiB per 1,000 conns; "
+            f"errors {errors(r.errors)}",
+            "(diagnostic)", verdict(ok), GENERATOR,
+        ]  # fmt: skip
+    return [
+        "Concurrent WebSocket connections through nginx",
+        f"{r.connections:,} opened ({r.subs_per_connection} subscription each), "
+        f"held {r.hold_s:g} s",
+        f"connect {triple(r.connect_ms)}",
+        f"{r.alive_at_end:,} held; relay RSS {relay} MiB per 1,000 conns, nginx "
+        f"{mib(rss.nginx_mib if rss else None)} MiB; errors {errors(r.errors)}",
+        f"{r.connections:,} held", verdict(ok), GENERATOR,
+    ]  # fmt: skip
+
+
+def subscriptions_row(r: HoldResult) -> Row:
+    live = r.live
+    latency = live.latency_ms if live else None
+    p95 = latency.p95 if latency else None
+    target_subs = r.connections * r.subs_per_connection
+    ok = (
+        p95 is not None
+        and p95 < 100
+        and live is not None
+        and live.delivered == live.expected_deliveries
+        and r.subscriptions >= target_subs
+    )
+    if live is not None:
+        delivered = f"{live.delivered:,} / {live.expected_deliveries:,} delivered"
+        live_errors = errors(live.errors)
+    else:
+        delivered = f"live run failed: {r.live_failure or 'not run'}"
+        live_errors = f"1 {r.live_failure}" if r.live_failure else "-"
+    return [
+        "Active subscriptions with live matching (publish → receive)",
+        f"{r.subscriptions:,} of {target_subs:,} subscriptions on {r.opened:,} conns,"
+        f" {live.offered_rate if live else 0:g} ev/s",
+        triple(latency),
+        f"{delivered}; errors {live_errors}",
+        "p95 < 100 ms", verdict(ok), GENERATOR,
+    ]  # fmt: skip
+
+
+def results_rows(results: BenchResults) -> list[Row]:
+    """Target, scenario, p50/p95/p99, achieved, goal, result, tool."""
+    rows: list[Row] = []
+    if results.accept is not None:
+        r = results.accept
+        rows.append(publish_row("Event acceptance, free kind (EVENT → OK)", r, 10))
+        rows += histogram_row("… same run, in-relay `relay_event_acceptance_seconds`",
+                              "events", r.relay_histogram, 10)  # fmt: skip
+    if results.paid is not None:
+        r = results.paid
+        rows.append(publish_row(f"Paid kind {r.kind} (EVENT → OK, claim verified)", r, 50))
+        rows += histogram_row(
+            "Payment verification, in-relay `relay_payment_verification_seconds`",
+            "paid events", r.relay_histogram, 50,
+        )  # fmt: skip
+    if results.delivery is not None:
+        rows.append(delivery_row("Subscription delivery", results.delivery))
+    if results.broadcast is not None:
+        rows.append(delivery_row("Broadcast delivery", results.broadcast))
+    if results.query is not None:
+        rows.append(query_row(results, results.query, loaded=False))
+    if results.query_load is not None:
+        rows.append(query_row(results, results.query_load, loaded=True))
+    if results.connections is not None:
+        rows.append(connections_row(results.connections, direct=False))
+    if results.connections_direct is not None:
+        rows.append(connections_row(results.connections_direct, direct=True))
+    if results.subscriptions is not None:
+        rows.append(subscriptions_row(results.subscriptions))
+    if results.sweep is not None:
+        steps = results.sweep.steps
+        rate = sustainable(steps, 10)
+        rows.append([
+            "Highest sustainable rate (free kind, EVENT → OK)",
+            "sweep " + ", ".join(f"{s.offered_rate:g}" for s in steps) + " ev/s",
+            "see sweep table",
+            f"{sustainable(steps, None) or 0:,.0f} ev/s kept up; {rate or 0:,.0f} ev/s with p95"
+            f" < 10 ms; {sustainable(steps, 100) or 0:,.0f} ev/s with p95 < 100 ms",
+            "≥ 1,000 ev/s", verdict((rate or 0) >= 1000), GENERATOR,
+        ])  # fmt: skip
+    return rows
