@@ -4,8 +4,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-INSTANCES ?= 2
-WORKERS   ?= 2
+# Empty: `up` chooses from the cores (cluster/services/shape.py); set them to override.
+INSTANCES ?=
+WORKERS   ?=
 PORT      ?= 8080
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
@@ -24,7 +25,8 @@ system-deps:
 	./scripts/install-system-deps.sh
 
 up: install system-deps
-	$(BIN)/relay-cluster up --instances $(INSTANCES) --workers $(WORKERS) --port $(PORT)
+	$(BIN)/relay-cluster up $(if $(INSTANCES),--instances $(INSTANCES)) \
+		$(if $(WORKERS),--workers $(WORKERS)) --port $(PORT)
 
 test: install system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

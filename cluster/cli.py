@@ -74,11 +74,14 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 def cmd_up(args: argparse.Namespace) -> int:
     from cluster.services.local_cluster import run_local_cluster
+    from cluster.services.shape import choose_shape, usable_cores
 
+    shape = choose_shape(args.instances, args.workers)
+    print(f"shape: {shape} ({usable_cores()} cores; --instances/--workers to change)", flush=True)
     return run_local_cluster(
         config=args.config,
-        instances=args.instances,
-        workers=args.workers,
+        instances=shape.instances,
+        workers=shape.workers,
         port=args.port,
         data_dir=args.data_dir,
     )
@@ -227,8 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.set_defaults(func=cmd_migrate)
 
     up = commands.add_parser("up", help="run a whole local cluster on this machine")
-    up.add_argument("--instances", type=int, default=2)
-    up.add_argument("--workers", type=int, default=2)
+    up.add_argument("--instances", type=int, help="default: 2 on two or more cores, else 1")
+    up.add_argument("--workers", type=int, help="per instance; default: one worker per core")
     up.add_argument("--port", type=int, default=8080)
     up.add_argument("--data-dir", default=".data", help="where embedded services keep data")
     up.set_defaults(func=cmd_up)

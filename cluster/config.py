@@ -65,9 +65,13 @@ class DatabaseSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Server-side statement timeout, so a pathological query cannot pin a connection."""
     write_batch_max: Positive = 256
     """Events committed together by a worker's writer in one transaction (group commit)."""
-    writer_lanes: Positive = 2
-    """Group-commit loops per worker (each on its own connection): one commits while the next
-    batch forms. A connection's events always use one lane, so they commit in order."""
+    writer_lanes: Positive = 1
+    """Group-commit loops per worker (each on its own connection). A connection's events always
+    use one lane, so they commit in order. One lane makes the fullest batches (the cost of a
+    commit is shared by more events); more lanes let a batch form while another commits."""
+    write_linger_ms: NonNegative = 4
+    """Under load, how long a lane waits to gather more events into its next commit (an idle
+    lane commits a lone event at once). docs/PERFORMANCE-LOG.md has the measured trade-off."""
 
 
 class RedisSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

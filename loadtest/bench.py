@@ -32,6 +32,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from cluster.services.shape import choose_shape, usable_cores
 from loadtest.errors import LoadTestError
 from loadtest.files import DEFAULT_PAID_KIND
 from loadtest.launch import PAID_PRICE, BenchCluster, free_port, rate_limit_overrides
@@ -45,6 +46,7 @@ from loadtest.record import BenchResults, read_results, write_results
 from loadtest.report import render_markdown
 from loadtest.report_rows import results_rows
 from loadtest.runtime import raise_nofile_limit
+from loadtest.shapes import measure_shapes, parse_shapes
 from loadtest.targets import Target, target_from_cluster_dir
 
 __all__ = ["main", "rate_limit_overrides"]
@@ -67,8 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--paid-kind", type=int, help="priced kind of the relay at --url")
     parser.add_argument("--paid-price", type=int, default=PAID_PRICE)
     parser.add_argument("--metrics-url", action="append", default=[], help="instance URL(s)")
-    parser.add_argument("--instances", type=int, default=2)
-    parser.add_argument("--workers", type=int, default=1, help="per instance (2 cores: 1 each)")
+    parser.add_argument("--instances", type=int, help="default: what `up` chooses (the cores)")
+    parser.add_argument("--workers", type=int, help="per instance; default: what `up` chooses")
     parser.add_argument("--port", type=int, default=0, help="nginx port (default: a free one)")
     parser.add_argument("--data-dir", help="cluster data dir to create or reuse (default: temp)")
     parser.add_argument("--keep-data", action="store_true", help="keep the temporary data dir")
@@ -190,14 +192,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             results.cluster_short = f"relay at {args.url}"
         else:
             port = args.port or free_port()
-            cluster = BenchCluster(work, args.instances, args.workers, port, DEFAULT_PAID_KIND)
+            shape = choose_shape(args.instances, args.workers)  # `up`'s own default
+            cluster = BenchCluster(work, shape.instances, shape.workers, port, DEFAULT_PAID_KIND)
             target = cluster.start()
-            results.cluster_short = (
-                f"relay-cluster up: {args.instances} instances x {args.workers} workers + nginx"
-            )
+            results.cluster_short = f"relay-cluster up: {shape} + nginx"
             results.cluster = (
-                f"`relay-cluster up --instances {args.instances} --workers {args.workers}` "
-                f"(embedded PostgreSQL, Redis, ledger, nginx; paid kind "
+                f"`relay-cluster up` ({shape}, chosen from {usable_cores()} cores"
+                f"{'' if args.instances is None and args.workers is None else ', overridden'}; "
+                f"embedded PostgreSQL, Redis, ledger, nginx; paid kind "
                 f"{target.paid_kind} at {target.paid_price} sats)"
             )
         metrics_urls = args.metrics_url or target.instance_urls or [target.url]
@@ -212,6 +214,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if cluster is not None:
             cluster.stop()
+    if "shapes" not in skip and not args.url and results.failed is None:
+        # Last, on clusters of their own, once the bench's cluster has stopped.
+        log("shapes: which instances x workers serves best here (the default's figures)")
+        results.shapes = measure_shapes(
+            parse_shapes(",".join(plan.shapes)), plan.shape_rates, plan.shape_duration, work
+        )
     results.elapsed_s = round(time.monotonic() - started, 1)
     results.command = command
     results.finished_at = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")

@@ -18,6 +18,7 @@ SCENARIOS = (
     "locust",
     "profile",
     "matching",
+    "shapes",
 )
 """Names `--skip` accepts."""
 
@@ -66,6 +67,9 @@ class Plan(msgspec.Struct, kw_only=True):
     locust_query_rate: float = 10
     profile_seconds: float = 20
     drain: float = 10
+    shapes: list[str] = msgspec.field(default_factory=lambda: ["1x1", "2x1", "2x2"])
+    shape_rates: list[float] = msgspec.field(default_factory=lambda: [1000, 2000])
+    shape_duration: float = 15
 
     @classmethod
     def quick(cls) -> Plan:
@@ -112,4 +116,7 @@ class Plan(msgspec.Struct, kw_only=True):
             locust_query_rate=5,
             profile_seconds=0,
             drain=5,
+            shapes=["1x1"],
+            shape_rates=[50],
+            shape_duration=1,
         )

@@ -25,6 +25,7 @@ from loadtest.results import (
     ScenarioResult,
     SweepResult,
 )
+from loadtest.shapes import ShapesResult
 
 
 class BenchResults(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -53,6 +54,7 @@ class BenchResults(msgspec.Struct, kw_only=True, omit_defaults=True):
     profile: ProfileSummary | None = None
     profile_rate: float | None = None
     matching: list[MatchingRow] | None = None
+    shapes: ShapesResult | None = None
     elapsed_s: float = 0.0
     command: str = ""
     finished_at: str = ""

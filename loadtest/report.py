@@ -1,7 +1,7 @@
 """docs/PERFORMANCE.md from one run's results: the layout the repository has always had.
 
-Sections in order: header, results table, machine load per phase, rate sweep, database
-queries, connections and memory, subscription matching, locust, py-spy profile, notes,
+Sections in order: header, results table, machine load per phase, rate sweep, shapes,
+database queries, connections and memory, subscription matching, locust, py-spy profile, notes,
 reproduce.
 """
 
@@ -104,6 +104,36 @@ def sweep(results: BenchResults) -> Lines:
         f"{results.sweep.duration_s:g} s; the sweep stops after two overloaded steps).",
         "",
     ]
+
+
+def shapes(results: BenchResults) -> Lines:
+    """The shapes tried, side by side: the figures behind `up`'s default shape."""
+    found = results.shapes
+    if found is None:
+        return []
+    lines = [
+        "## Shapes (instances x workers per instance)",
+        "",
+        f"`relay-cluster up` chooses its shape from the cores: here {found.cores} cores -> "
+        f"**{found.default.instances} x {found.default.workers}** "
+        "(cluster/services/shape.py: one worker per core, two instances from two cores on). "
+        f"Each shape below is a fresh cluster with nothing stored, EVENT → OK for "
+        f"{found.duration_s:g} s per rate over {found.connections} connections through nginx.",
+        "",
+        "| Shape | Offered ev/s | Achieved ev/s | p50 / p95 / p99 (ms) | Errors | Machine busy "
+        "(cores) | Generator core share |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for run in found.runs:
+        busy = "-" if run.machine_busy_cores is None else f"{run.machine_busy_cores:.2f}"
+        lines.append(
+            f"| {run.instances} x {run.workers} | {run.offered_rate:,.0f} | "
+            f"{run.achieved_rate:,.0f} | {ms(run.p50_ms)} / {ms(run.p95_ms)} / {ms(run.p99_ms)}"
+            f" | {run.errors} | {busy} | {run.generator_core_share} |"
+        )
+    lines.append("")
+    lines.extend(f"- shape failed: {failure}" for failure in found.failures)
+    return lines
 
 
 def short_filter(example: object) -> str:
@@ -315,6 +345,7 @@ def render_markdown(results: BenchResults, machine: MachineInfo, command: str) -
         *header(results, machine, command),
         *machine_load(results),
         *sweep(results),
+        *shapes(results),
         *queries(results),
         *connections(results),
         *matching(results),

@@ -46,6 +46,7 @@ async def _relay_context(app: web.Application) -> AsyncIterator[None]:
         PostgresBatchSaver(pool),
         settings.database.write_batch_max,
         lanes=settings.database.writer_lanes,
+        linger=settings.database.write_linger_ms / 1000,
     )
     writer.start()
     index = SubscriptionIndex()

@@ -1,9 +1,10 @@
 """The write path: a batch of events saved in ONE statement, and the group commit that feeds it.
 
-Read top to bottom: `SaveRequest` (one event, its JSON, the claim to charge) -> `SaveColumns`
-(the batch as the named parallel arrays relay_save_events takes) -> `PostgresBatchSaver` (one
-statement on an autocommit connection = one transaction) -> `EventWriter` (lanes that commit
-whatever queued up together, and retry a failed batch one event per transaction).
+Read top to bottom: `SaveRequest` (one event, its JSON, the claim to charge) -> `SaveRow` (one
+event as the SQL function reads it, by name; the batch is one JSON array of them) ->
+`PostgresBatchSaver` (one statement on an autocommit connection = one transaction) ->
+`EventWriter` (lanes that commit whatever queued up together, and retry a failed batch one
+event per transaction).
 
 Under load many events share one transaction (one fsync), so throughput is not capped by
 per-event commits; at low load a batch is one event and latency is one commit.
@@ -15,9 +16,8 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
 from enum import StrEnum
-from typing import Annotated, Any, NamedTuple, Protocol, get_args, get_type_hints
+from typing import NamedTuple, Protocol
 
 import msgspec
 import psycopg
@@ -90,87 +90,73 @@ def event_row(event: Event, raw: str) -> EventRow:
     )
 
 
-@dataclass(frozen=True)
-class SqlArray:
-    """The PostgreSQL element type a `SaveColumns` field travels as (a binary array, `%b`)."""
+class SaveRow(msgspec.Struct, frozen=True):
+    """One event of a batch as relay_save_events reads it: the SQL composite type
+    `relay_save_row` (migration 005) has these fields, by these names, in this order
+    (tests/unit/store/test_save_rows.py checks it). The batch travels as one JSON array of
+    these objects: one parameter, matched by name on the server, where 21 parallel binary
+    arrays cost the relay more CPU to dump than the rest of the write path together."""
 
-    element: str
-
-
-Byteas = Annotated[list[bytes], SqlArray("bytea")]
-Integers = Annotated[list[int], SqlArray("integer")]
-Bigints = Annotated[list[int], SqlArray("bigint")]
-NullBigints = Annotated[list[int | None], SqlArray("bigint")]
-Texts = Annotated[list[str], SqlArray("text")]
-NullTexts = Annotated[list[str | None], SqlArray("text")]
-
-
-@dataclass(frozen=True, slots=True)
-class SaveColumns:
-    """A batch as the parallel arrays of relay_save_events (functions/060_save_events.sql).
-
-    Element i of each per-event array belongs to event i; ragged lists (tag values, deletion
-    targets) travel flattened with a count per event. Every field is bound BY NAME to the SQL
-    parameter `p_<field>` (`SAVE_BATCH_SQL`), so no array can land in another's place; the
-    fields are the function's parameters in order, which a unit test checks against the file.
-    """
-
-    ids: Byteas
-    pubkeys: Byteas
-    created_at: Bigints
-    kinds: Integers
-    addresses: NullTexts
-    expires_at: NullBigints
-    tag_counts: Integers
-    tagvalues: Texts
-    raws: Texts
-    delete_id_counts: Integers
-    delete_ids: Texts
-    delete_address_counts: Integers
-    delete_addresses: Texts
-    # The charge of each event (all None for an unpaid one): cluster/store/charges.py.
-    channels: NullTexts
-    nonces: NullBigints
-    amounts: NullBigints
-    blockchains: NullTexts
-    sender_pubkeys: NullTexts
-    capacities: NullBigints
-    expirations: NullBigints
-    statuses: NullTexts
-
-    def parameters(self) -> dict[str, list[Any]]:
-        """The named parameters of `SAVE_BATCH_SQL`."""
-        return {column.name: getattr(self, column.name) for column in fields(self)}
+    id: str
+    pubkey: str
+    created_at: int
+    kind: int
+    address: str | None
+    expires_at: int | None
+    tagvalues: list[str]
+    raw: str
+    delete_ids: list[str]
+    delete_addresses: list[str]
+    # The charge (all None for an unpaid event): cluster/store/charges.py.
+    channel: str | None = None
+    nonce: int | None = None
+    amount: int | None = None
+    blockchain: str | None = None
+    sender_pubkey: str | None = None
+    capacity: int | None = None
+    expiration: int | None = None
+    status: str | None = None
 
 
-def save_columns(requests: Sequence[SaveRequest]) -> SaveColumns:
-    """The one place requests become relay_save_events' arrays."""
-    rows = [event_row(request.event, request.raw) for request in requests]
-    targets = [_deletion_targets(request.event) for request in requests]
-    charges = [request.payment for request in requests]
-    return SaveColumns(
-        ids=[row.id for row in rows],
-        pubkeys=[row.pubkey for row in rows],
-        created_at=[row.created_at for row in rows],
-        kinds=[row.kind for row in rows],
-        addresses=[row.address for row in rows],
-        expires_at=[row.expires_at for row in rows],
-        tag_counts=[len(row.tagvalues) for row in rows],
-        tagvalues=[value for row in rows for value in row.tagvalues],
-        raws=[row.raw for row in rows],
-        delete_id_counts=[len(ids) for ids, _ in targets],
-        delete_ids=[target for ids, _ in targets for target in ids],
-        delete_address_counts=[len(addresses) for _, addresses in targets],
-        delete_addresses=[target for _, addresses in targets for target in addresses],
-        channels=[charge.channel_id if charge else None for charge in charges],
-        nonces=[charge.nonce if charge else None for charge in charges],
-        amounts=[charge.amount if charge else None for charge in charges],
-        blockchains=[charge.currency if charge else None for charge in charges],
-        sender_pubkeys=[charge.sender_pubkey if charge else None for charge in charges],
-        capacities=[charge.capacity if charge else None for charge in charges],
-        expirations=[charge.expiration if charge else None for charge in charges],
-        statuses=[charge.status if charge else None for charge in charges],
+def save_row(request: SaveRequest) -> SaveRow:
+    """The one place a request becomes what the SQL function reads."""
+    event = request.event
+    delete_ids, delete_addresses = _deletion_targets(event)
+    address = event.address
+    charge = request.payment
+    row = SaveRow(
+        id=event.id,
+        pubkey=event.pubkey,
+        created_at=event.created_at,
+        kind=event.kind,
+        address=None if address is None else pg_text(address),
+        expires_at=event.expiration,
+        tagvalues=[pg_text(value) for value in event.indexed_tags()],
+        raw=request.raw,
+        delete_ids=delete_ids,
+        delete_addresses=delete_addresses,
     )
+    if charge is None:
+        return row
+    return msgspec.structs.replace(
+        row,
+        channel=charge.channel_id,
+        nonce=charge.nonce,
+        amount=charge.amount,
+        blockchain=charge.currency,
+        sender_pubkey=charge.sender_pubkey,
+        capacity=charge.capacity,
+        expiration=charge.expiration,
+        status=charge.status,
+    )
+
+
+def save_batch(requests: Sequence[SaveRequest]) -> str:
+    """The batch parameter: a JSON array of SaveRow objects."""
+    return _batch_encoder.encode([save_row(request) for request in requests]).decode()
+
+
+_batch_encoder = msgspec.json.Encoder()
 
 
 def _deletion_targets(event: Event) -> tuple[list[str], list[str]]:
@@ -181,19 +167,7 @@ def _deletion_targets(event: Event) -> tuple[list[str], list[str]]:
     return ids, [pg_text(address) for address in addresses]
 
 
-def _save_batch_sql() -> str:
-    """`SELECT relay_save_events(p_ids => %(ids)b::bytea[], ...)`, from SaveColumns' fields."""
-    hints = get_type_hints(SaveColumns, include_extras=True)
-    arguments = []
-    for column in fields(SaveColumns):
-        (array,) = [meta for meta in get_args(hints[column.name]) if isinstance(meta, SqlArray)]
-        arguments.append(f"p_{column.name} => %({column.name})b::{array.element}[]")
-    return f"SELECT relay_save_events({', '.join(arguments)})"
-
-
-# Binary parameters (%b): arrays travel without text escaping (psycopg's text array dumper
-# runs a regex over every element) and bytea without hex encoding.
-SAVE_BATCH_SQL = _save_batch_sql()
+SAVE_BATCH_SQL = "SELECT relay_save_events(%s::json)"
 
 
 class BatchSaver(Protocol):
@@ -219,7 +193,7 @@ class PostgresBatchSaver:
         """
         if not requests:
             return []
-        parameters = save_columns(requests).parameters()
+        batch = save_batch(requests)
         with metrics.DB_QUERY.labels("save_batch").time():
             async with self._pool.connection() as conn:
                 if not conn.autocommit:  # the statement would sit uncommitted, yet be acknowledged
@@ -227,7 +201,7 @@ class PostgresBatchSaver:
                         "PostgresBatchSaver needs a pool of autocommit connections"
                         " (cluster/store/pool.py create_pool makes one)"
                     )
-                cursor = await conn.execute(SAVE_BATCH_SQL, parameters)
+                cursor = await conn.execute(SAVE_BATCH_SQL, (batch,))
                 row = await cursor.fetchone()
         outcomes = [SaveOutcome(value) for value in (row[0] if row else [])]
         if len(outcomes) != len(requests):
@@ -256,9 +230,12 @@ class EventWriter:
     one is being written. A caller's events always use the same lane (`lane_key`), which keeps
     one client's events committed in the order it sent them."""
 
-    def __init__(self, saver: BatchSaver, batch_max: int, lanes: int = 1) -> None:
+    def __init__(
+        self, saver: BatchSaver, batch_max: int, lanes: int = 1, linger: float = 0.0
+    ) -> None:
         self._saver = saver
         self._batch_max = batch_max
+        self._linger = linger
         self._queues: list[asyncio.Queue[_Item]] = [asyncio.Queue() for _ in range(lanes)]
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -291,15 +268,27 @@ class EventWriter:
                 await task
 
     async def _run(self, queue: asyncio.Queue[_Item]) -> None:
+        busy = False
         while True:
             batch = [await queue.get()]
-            while len(batch) < self._batch_max and not queue.empty():
-                batch.append(queue.get_nowait())
+            self._take_queued(queue, batch)
+            if busy and self._linger and len(batch) < self._batch_max:
+                # Under load a short wait gathers more events into this commit: the cost of a
+                # batch (a round trip, a commit, the statement's fixed work) is then shared by
+                # more events. An idle lane (the last batch was one event and nothing queued
+                # behind it) commits at once, so a lone event never waits.
+                await asyncio.sleep(self._linger)
+                self._take_queued(queue, batch)
             try:
                 await self._commit(batch)
             finally:
                 for _ in batch:
                     queue.task_done()
+            busy = len(batch) > 1 or not queue.empty()
+
+    def _take_queued(self, queue: asyncio.Queue[_Item], batch: list[_Item]) -> None:
+        while len(batch) < self._batch_max and not queue.empty():
+            batch.append(queue.get_nowait())
 
     async def _commit(self, batch: list[_Item]) -> None:
         try:

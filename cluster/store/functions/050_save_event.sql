@@ -61,7 +61,9 @@ BEGIN
     INSERT INTO events (id, pubkey, created_at, kind, address, expires_at, tagvalues, raw)
     VALUES (p_id, p_pubkey, p_created_at, p_kind, p_address, p_expires_at, p_tagvalues, p_raw);
 
-    PERFORM relay_apply_deletion(p_pubkey, p_created_at, p_delete_ids, p_delete_addresses);
+    IF cardinality(p_delete_ids) > 0 OR cardinality(p_delete_addresses) > 0 THEN
+        PERFORM relay_apply_deletion(p_pubkey, p_created_at, p_delete_ids, p_delete_addresses);
+    END IF;
     RETURN 'stored';
 END
 $$;

@@ -210,3 +210,26 @@ async def test_close_commits_everything_queued_then_stops() -> None:
 
 async def test_close_of_a_writer_never_started_returns() -> None:
     await EventWriter(FakeSaver(), 10).close()
+
+
+async def test_a_busy_lane_lingers_to_gather_the_events_that_arrive_meanwhile() -> None:
+    saver = FakeSaver()
+    writer = EventWriter(saver, 100, lanes=1, linger=0.05)
+    writer.start()
+    await asyncio.gather(*(writer.submit(request(f"a{i}")) for i in range(3)))  # one busy batch
+    first = writer.submit(request("b0"))
+    await asyncio.sleep(0.01)  # within the linger: joins the same commit
+    second = writer.submit(request("b1"))
+    await asyncio.gather(first, second)
+    assert [batch for _, batch in saver.batches] == [["a0", "a1", "a2"], ["b0", "b1"]]
+    await writer.close()
+
+
+async def test_an_idle_lane_commits_a_lone_event_without_lingering() -> None:
+    saver = FakeSaver()
+    writer = EventWriter(saver, 100, lanes=1, linger=60.0)  # a linger would time the test out
+    writer.start()
+    await asyncio.wait_for(writer.submit(request("alone")), 5.0)
+    await asyncio.wait_for(writer.submit(request("again")), 5.0)
+    assert [batch for _, batch in saver.batches] == [["alone"], ["again"]]
+    await writer.close()
