@@ -14,8 +14,9 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
+from cluster.services.child import ChildServer
 from cluster.services.instance import HOST, InstanceProcess
 from cluster.services.port_plan import PortPlan
 from cluster.services.postgres import AUTOPREWARM, PostgresServer, machine_memory, server_tuning
@@ -64,6 +65,37 @@ class ServerChild:
 
     def exit_detail(self) -> str:
         return ""  # its own log says why; the row in the summary names the file
+
+
+S = TypeVar("S", bound=ChildServer)
+
+
+class OwnedServer(Generic[S]):
+    """A service that owns one local server process (PostgreSQL, Redis, nginx): stopping it,
+    describing it and handing it to the supervision loop are the same for each."""
+
+    name: str
+    server: S | None = None
+
+    @property
+    def url(self) -> str:
+        raise NotImplementedError
+
+    def log_file(self, server: S) -> str:
+        """Where an operator reads why the server stopped."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+
+    def describe(self) -> list[ServiceRow]:
+        if self.server is None:
+            return []
+        return [ServiceRow(self.name, self.server.pid, self.url, self.log_file(self.server))]
+
+    def children(self) -> list[Supervised]:
+        return [ServerChild(self.name, self.server)] if self.server is not None else []
 
 
 def wait_healthy(processes: Sequence[InstanceProcess], timeout: float = HEALTH_TIMEOUT) -> None:
@@ -117,7 +149,7 @@ class ExternalService:
         return []
 
 
-class PostgresService:
+class PostgresService(OwnedServer[PostgresServer]):
     """The embedded PostgreSQL in <data>/postgres, tuned to the machine, database `relay`."""
 
     name = "postgres"
@@ -134,6 +166,9 @@ class PostgresService:
     @property
     def url(self) -> str:
         return self.server.url(DATABASE_NAME) if self.server is not None else ""
+
+    def log_file(self, server: PostgresServer) -> str:
+        return str(server.log_path)
 
     def start(self) -> None:
         port = self.ports.pick(self.name)
@@ -152,20 +187,8 @@ class PostgresService:
         asyncio.run(ensure_database(self.server.url("postgres"), DATABASE_NAME))
         self.ports.remember(self.name, port)
 
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.stop()
 
-    def describe(self) -> list[ServiceRow]:
-        if self.server is None:
-            return []
-        return [ServiceRow(self.name, self.server.pid, self.url, str(self.server.log_path))]
-
-    def children(self) -> list[Supervised]:
-        return [ServerChild(self.name, self.server)] if self.server is not None else []
-
-
-class RedisService:
+class RedisService(OwnedServer[RedisServer]):
     """A local redis-server without persistence, working dir <data>/redis."""
 
     name = "redis"
@@ -180,24 +203,15 @@ class RedisService:
     def url(self) -> str:
         return self.server.url() if self.server is not None else ""
 
+    def log_file(self, server: RedisServer) -> str:
+        return str(server.log_path)
+
     def start(self) -> None:
         port = self.ports.pick(self.name)
         print(f"starting Redis on {HOST}:{port}", flush=True)
         self.server = RedisServer(port, self.data_dir, HOST, log_path=self.logs / "redis.log")
         self.server.start(timeout=30)
         self.ports.remember(self.name, port)
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.stop()
-
-    def describe(self) -> list[ServiceRow]:
-        if self.server is None:
-            return []
-        return [ServiceRow(self.name, self.server.pid, self.url, str(self.server.log_path))]
-
-    def children(self) -> list[Supervised]:
-        return [ServerChild(self.name, self.server)] if self.server is not None else []
 
 
 class LedgerService:

@@ -18,6 +18,15 @@ class ChildServer:
     def start(self, timeout: float = 30) -> None:
         raise NotImplementedError
 
+    def is_running(self) -> bool:
+        """True while the process we started has not exited."""
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        """PID of the server's main process while running (tests inspect or signal it)."""
+        return self._proc.pid if self.is_running() and self._proc is not None else None
+
     def stop(self) -> None:
         raise NotImplementedError
 

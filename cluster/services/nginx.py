@@ -100,11 +100,6 @@ class NginxServer(ChildServer):
             self._binary = find_nginx()
         return self._binary
 
-    @property
-    def pid(self) -> int | None:
-        """PID of the master while running, for tests that want to inspect or signal it."""
-        return self._proc.pid if self.is_running() and self._proc is not None else None
-
     def _base_cmd(self) -> list[str]:
         """Common arguments: our prefix and config, early errors to stderr when supported."""
         cmd = [str(self.binary), "-p", f"{self.prefix_dir}/", "-c", str(self.conf_path)]
@@ -129,10 +124,6 @@ class NginxServer(ChildServer):
         if result.returncode != 0:
             message = (result.stderr or result.stdout).strip()
             raise RuntimeError(f"nginx config test failed for {self.conf_path}:\n{message}")
-
-    def is_running(self) -> bool:
-        """True while the master we started has not exited."""
-        return self._proc is not None and self._proc.poll() is None
 
     def start(self, timeout: float = 30) -> None:
         """Launch the master in the foreground and wait until it serves (see class docstring)."""

@@ -113,18 +113,9 @@ class PostgresServer(ChildServer):
         lib = self.bin_dir.parent / "lib"
         return any((folder / f"{name}.so").is_file() for folder in (lib, lib / "postgresql"))
 
-    @property
-    def pid(self) -> int | None:
-        """PID of the postmaster while running, for tests that want to inspect or signal it."""
-        return self._proc.pid if self.is_running() and self._proc is not None else None
-
     def url(self, dbname: str = "postgres") -> str:
         """Connection URL for the trust-authenticated `postgres` superuser over TCP."""
         return f"postgresql://postgres@{url_host(client_host(self.host))}:{self.port}/{dbname}"
-
-    def is_running(self) -> bool:
-        """True while the postmaster we started has not exited."""
-        return self._proc is not None and self._proc.poll() is None
 
     def start(self, timeout: float = 60) -> None:
         """Initialise the cluster if needed, launch the postmaster and wait until it accepts.

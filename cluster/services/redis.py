@@ -55,11 +55,6 @@ class RedisServer(ChildServer):
         self._output: IO[bytes] | None = None
 
     @property
-    def pid(self) -> int | None:
-        """PID of the server while running, for tests that want to inspect or signal it."""
-        return self._proc.pid if self.is_running() and self._proc is not None else None
-
-    @property
     def log_path(self) -> Path | None:
         """Where the server logs; None until start() picked a directory."""
         if self._log_path is not None:
@@ -78,10 +73,6 @@ class RedisServer(ChildServer):
     def url(self, db: int = 0) -> str:
         """redis:// URL for clients; wildcard bind addresses map to loopback."""
         return f"redis://{url_host(client_host(self.host))}:{self.port}/{db}"
-
-    def is_running(self) -> bool:
-        """True while the server we started has not exited."""
-        return self._proc is not None and self._proc.poll() is None
 
     def start(self, timeout: float = 30) -> None:
         """Launch redis-server and wait until it answers PING, failing fast if it exits."""

@@ -11,7 +11,7 @@ from pathlib import Path
 from cluster.services.backing import (
     Endpoint,
     LedgerEndpoint,
-    ServerChild,
+    OwnedServer,
     stop_processes,
     wait_healthy,
 )
@@ -120,7 +120,7 @@ class InstanceGroup:
         return list(self.processes)
 
 
-class NginxService:
+class NginxService(OwnedServer[NginxServer]):
     """nginx on the public port, sticky by client address, over the instances' ports."""
 
     name = "nginx"
@@ -161,14 +161,5 @@ class NginxService:
         print(f"starting nginx on {HOST}:{self.port}", flush=True)
         self.server.start(timeout=30)
 
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.stop()
-
-    def describe(self) -> list[ServiceRow]:
-        if self.server is None:
-            return []
-        return [ServiceRow(self.name, self.server.pid, self.url, str(self.prefix / "error.log"))]
-
-    def children(self) -> list[Supervised]:
-        return [ServerChild(self.name, self.server)] if self.server is not None else []
+    def log_file(self, server: NginxServer) -> str:
+        return str(self.prefix / "error.log")

@@ -1,4 +1,4 @@
-"""Start real postgres, redis and nginx processes and check they survive kill/restart cycles."""
+"""The PostgreSQL, Redis and nginx supervisors (cluster/services) against the real servers."""
 
 from __future__ import annotations
 
