@@ -122,6 +122,10 @@ class PricingSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Extra sats per started KiB of content, for priced kinds only."""
     refresh_seconds: Seconds = 300.0
     """How often workers re-read operator price overrides from PostgreSQL (L1 cache TTL)."""
+    bind_claims: bool = True
+    """A claim pays only for events its channel's sender signed (claim_not_bound otherwise), so
+    a claim copied from another author's event cannot be spent; off for a relay whose paying
+    service publishes for its users."""
 
     def __post_init__(self) -> None:
         for kind in self.kinds:

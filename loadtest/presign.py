@@ -69,6 +69,8 @@ class SignJob:
 def sign_job(job: SignJob) -> list[Frame]:
     """(event id, the exact `["EVENT", ...]` text frame) for each event of the job."""
     signer = Signer(job.secret)
+    # A claim pays only for events its channel's sender signed (rule 7, on by default).
+    payers = {pay.secret: Signer(pay.secret) for pay in job.payments}
     created_at = job.created_at or int(time.time())
     out: list[Frame] = []
     pad = "x" * max(0, job.content_bytes - 40)
@@ -84,8 +86,9 @@ def sign_job(job: SignJob) -> list[Frame]:
             pay = job.payments[j % len(job.payments)]
             nonce = job.nonce_base + j // len(job.payments)
             tags.append(payment_tag(pay.secret, pay.channel_id, job.price, nonce, pay.currency))
+        author = payers[pay.secret] if job.payments else signer
         content = f"{job.run} {index} {pad}"
-        event = signed_event(signer, created_at, job.kind, tags, content, check=j % 500 == 0)
+        event = signed_event(author, created_at, job.kind, tags, content, check=j % 500 == 0)
         out.append((event.id, event_frame(event)))
     return out
 

@@ -32,6 +32,23 @@ def filter_needs_auth(flt: Filter) -> bool:
     return flt.can_match and flt.kinds is not None and not flt.kinds.isdisjoint(DM_KINDS)
 
 
+def filter_dms_all_readable(flt: Filter, authenticated_pubkeys: frozenset[str]) -> bool:
+    """True when every DM the filter can match is one the client may read (`may_read`): it
+    matches no DM kind, or its authors, or its `#p` values, are all the client's own keys.
+
+    COUNT cannot check events one by one as REQ does, so any other filter is counted without
+    the DM kinds: a count must not reveal how many DMs two other people exchanged.
+    """
+    if not filter_may_match_dms(flt):
+        return True
+    if not authenticated_pubkeys:
+        return False
+    if flt.authors is not None and flt.authors <= authenticated_pubkeys:
+        return True
+    recipients = dict(flt.tags).get("p")
+    return recipients is not None and recipients <= authenticated_pubkeys
+
+
 def may_read(event: Event, authenticated_pubkeys: frozenset[str]) -> bool:
     """Non-DMs: always. DMs: only their author or a `p`-tagged recipient, once authenticated."""
     if event.kind not in DM_KINDS:

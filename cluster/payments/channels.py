@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Protocol
 
@@ -24,6 +25,9 @@ from cluster.payments.model import ChannelState
 log = logging.getLogger(__name__)
 
 NEGATIVE_TTL = 5.0
+L1_CAPACITY = 10_000
+"""Channel states one worker keeps in memory at most: the least recently used go first, so
+claims naming endless made-up channels cannot grow a worker's memory."""
 
 
 class PaymentUnavailable(RuntimeError):
@@ -64,20 +68,24 @@ class ChannelStateCache:
         ttl: float,
         stale_grace: float,
         clock: Callable[[], float] = time.monotonic,
+        capacity: int = L1_CAPACITY,
     ) -> None:
         self._node = node
+        self._capacity = capacity
         self._clock = clock
         self._redis = redis
         self._prefix = prefix
         self._ttl = ttl
         self._stale_grace = stale_grace
-        self._l1: dict[str, _Entry] = {}
+        self._l1: OrderedDict[str, _Entry] = OrderedDict()
         self._inflight: dict[str, asyncio.Future[ChannelState | None]] = {}
 
     async def get(self, channel_id: str, *, fresh: bool = False) -> ChannelLookup:
         """The channel's state from the nearest level that has it; fresh=True asks the node."""
         now = self._clock()
         entry = self._l1.get(channel_id)
+        if entry is not None:
+            self._l1.move_to_end(channel_id)
         if not fresh:
             if entry is not None:
                 ttl = self._ttl if entry.state is not None else NEGATIVE_TTL
@@ -89,7 +97,7 @@ class ChannelStateCache:
                 cached = await self._from_redis(channel_id)
                 _count("l2", "miss" if cached is None else "hit")
                 if cached is not None:
-                    self._l1[channel_id] = _Entry(cached, now)
+                    self._remember(channel_id, _Entry(cached, now))
                     return ChannelLookup(cached, from_cache=True)
         try:
             state = await self._fetch_once(channel_id)
@@ -104,10 +112,19 @@ class ChannelStateCache:
                 return ChannelLookup(entry.state, from_cache=True)
             raise PaymentUnavailable(str(exc)) from exc
         _count("l3", "hit")
-        self._l1[channel_id] = _Entry(state, now)
+        self._remember(channel_id, _Entry(state, now))
         if state is not None:
             await self._to_redis(state)
         return ChannelLookup(state, from_cache=False)
+
+    def _remember(self, channel_id: str, entry: _Entry) -> None:
+        self._l1[channel_id] = entry
+        self._l1.move_to_end(channel_id)
+        while len(self._l1) > self._capacity:
+            self._l1.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._l1)
 
     async def _fetch_once(self, channel_id: str) -> ChannelState | None:
         """One node request per channel at a time: concurrent misses share its answer (a

@@ -103,6 +103,15 @@ def verify_claim_signature(claim: PaymentClaim, sender_pubkey_hex: str) -> bool:
         return False
 
 
+def signed_by_author(claim: PaymentClaim, author_pubkey: str) -> bool:
+    """Whether the claim is signed by the key behind a Nostr x-only pubkey (either parity).
+
+    With claim binding on, that key must be the channel's sender, so a claim that fails this
+    is refused before anything asks the ledger node about its channel (docs/PAYMENTS.md).
+    """
+    return any(verify_claim_signature(claim, prefix + author_pubkey) for prefix in ("02", "03"))
+
+
 def sign_claim(secret_hex: str, channel_id: str, amount: int, nonce: int) -> str:
     """r||s hex (128 chars, RFC 6979, low-S) over the claim digest: for clients and load tests."""
     digest = claim_digest(channel_id, str(amount), str(nonce))

@@ -17,10 +17,15 @@ import msgspec
 from cluster.nostr.event import Event
 from cluster.nostr.rejection import Rejection, error, restricted
 from cluster.payments.channels import ChannelLookup, PaymentUnavailable
-from cluster.payments.claims import MalformedTag, find_payment_tags, parse_payment_tag
+from cluster.payments.claims import (
+    MalformedTag,
+    find_payment_tags,
+    parse_payment_tag,
+    signed_by_author,
+)
 from cluster.payments.model import ChannelState, PaymentClaim, PaymentReason
 from cluster.payments.pricing import PriceTable
-from cluster.payments.rules import check_claim, covers_price, worth_refreshing
+from cluster.payments.rules import bound_to_author, check_claim, covers_price, worth_refreshing
 from cluster.store.charges import Charge
 
 UNAVAILABLE = error("payment verification unavailable, retry later")
@@ -80,10 +85,13 @@ class PaymentGate:
         pricing: PriceSource,
         channels: ChannelStates,
         clock: Callable[[], float] = time.time,
+        *,
+        bind_claims: bool = True,
     ) -> None:
         self.pricing = pricing
         self.channels = channels
         self._clock = clock
+        self._bind_claims = bind_claims
 
     async def check(self, event: Event) -> PaidClaim | Rejection | None:
         """None for a free event; the claim to charge; or why the event is refused.
@@ -100,10 +108,15 @@ class PaymentGate:
             return claim
         if (reason := covers_price(claim, price)) is not None:
             return invalid_payment(reason)  # no channel lookup for a claim that cannot pass
+        if self._bind_claims and not signed_by_author(claim, event.pubkey):
+            # A bound claim is signed by the author's own key (the channel's sender): one that
+            # is not cannot pass rule 7, and must not make the relay ask the node about a
+            # channel (or fill the cache) first: unsigned claims cost no RPC.
+            return invalid_payment(PaymentReason.CLAIM_NOT_BOUND)
         verdict = await self._verify(claim, price, fresh=False)
         if isinstance(verdict, _Refused) and worth_refreshing(verdict.reason, verdict.from_cache):
             verdict = await self._verify(claim, price, fresh=True)
-        return verdict.answer()
+        return self._bound(event, verdict.answer())
 
     async def retry_if_stale(self, event: Event, paid: PaidClaim) -> PaidClaim | Rejection:
         """The store refused `paid.charge` for insufficient balance: a fresh PaidClaim to try
@@ -119,7 +132,18 @@ class PaymentGate:
         claim = claim_in(event, price)
         if isinstance(claim, Rejection):
             return claim  # not reached: the same tag parsed for the first try
-        return (await self._verify(claim, price, fresh=True)).answer()
+        return self._bound(event, (await self._verify(claim, price, fresh=True)).answer())
+
+    def _bound(self, event: Event, answer: PaidClaim | Rejection) -> PaidClaim | Rejection:
+        """Rule 7, last as in docs/PAYMENTS.md: with binding on (the default), only the
+        channel's sender may spend its claims."""
+        if (
+            isinstance(answer, PaidClaim)
+            and self._bind_claims
+            and not bound_to_author(event.pubkey, answer.charge.sender_pubkey)
+        ):
+            return invalid_payment(PaymentReason.CLAIM_NOT_BOUND)
+        return answer
 
     async def _verify(
         self, claim: PaymentClaim, price: int, *, fresh: bool

@@ -65,3 +65,4 @@ class PaymentReason(StrEnum):
     STALE_NONCE = "stale_nonce"
     INSUFFICIENT_AMOUNT = "insufficient_amount"
     INSUFFICIENT_BALANCE = "insufficient_balance"
+    CLAIM_NOT_BOUND = "claim_not_bound"

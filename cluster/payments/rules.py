@@ -29,6 +29,13 @@ def covers_price(claim: PaymentClaim, price: int) -> PaymentReason | None:
     return PaymentReason.INSUFFICIENT_AMOUNT if claim.amount < price else None
 
 
+def bound_to_author(author_pubkey: str, sender_pubkey: str) -> bool:
+    """Rule 7: the event's author (x-only, 64 hex) is the channel's sender (compressed, 66 hex),
+    so a claim copied from someone else's refused or public event cannot be spent by another
+    author (docs/PAYMENTS.md, "Claim binding")."""
+    return len(sender_pubkey) == 66 and sender_pubkey[2:].lower() == author_pubkey
+
+
 def overspends(amount: int, available: int) -> bool:
     """Would spending `amount` go past what the channel has left? (also the node's record rule)"""
     return amount > available

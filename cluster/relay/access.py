@@ -14,13 +14,20 @@ import msgspec
 
 from cluster.config import Settings
 from cluster.nostr.auth import auth_required, new_challenge
-from cluster.nostr.dm_access import DM_KINDS, filter_may_match_dms, filter_needs_auth, may_read
+from cluster.nostr.dm_access import (
+    DM_KINDS,
+    filter_dms_all_readable,
+    filter_may_match_dms,
+    filter_needs_auth,
+    may_read,
+)
 from cluster.nostr.event import Event, event_from_json
 from cluster.nostr.filters import Filter
 from cluster.nostr.pow import check_pow
 from cluster.nostr.protected import check_protected, is_protected
 from cluster.nostr.rejection import Rejection, blocked, rate_limited
-from cluster.relay.ratelimit import RateLimiter, subject_of_ip
+from cluster.relay.addresses import subject_of_ip
+from cluster.relay.ratelimit import RateLimiter
 
 MINUTE = 60
 
@@ -65,8 +72,10 @@ class AccessControl:
             return False
         return any(address in network for network in self._exempt_networks)
 
-    def state_for(self, ip: str) -> AccessState:
-        return AccessState(client_ip=ip, exempt=self.is_exempt(ip), rate_subject=subject_of_ip(ip))
+    def state_for(self, ip: str, *, forwarded: bool = False) -> AccessState:
+        """A forwarded address (X-Forwarded-For) is never exempt: only a direct peer can be."""
+        exempt = not forwarded and self.is_exempt(ip)
+        return AccessState(client_ip=ip, exempt=exempt, rate_subject=subject_of_ip(ip))
 
     async def check_write(self, state: AccessState, event: Event) -> Rejection | None:
         """AUTH for writes, NIP-13 proof of work, NIP-70 protection, then rate limits."""
@@ -119,6 +128,18 @@ class AccessControl:
         return self.settings.auth.restrict_dm_reads and any(
             filter_may_match_dms(flt) for flt in filters
         )
+
+    def count_hidden_kinds(
+        self, state: AccessState, filters: tuple[Filter, ...]
+    ) -> list[frozenset[int]]:
+        """Per filter, the DM kinds a COUNT must leave out: screened like a REQ's results,
+        where COUNT cannot look at events one by one."""
+        if not self.settings.auth.restrict_dm_reads:
+            return [frozenset()] * len(filters)
+        return [
+            frozenset() if filter_dms_all_readable(flt, state.authenticated) else DM_KINDS
+            for flt in filters
+        ]
 
     def may_see_stored(self, state: AccessState, row: bytes) -> bool:
         """`may_see` for stored JSON: only the kind is read unless it is a DM kind."""

@@ -118,7 +118,9 @@ async def _start_payments(
         ttl=dassie.channel_ttl,
         stale_grace=dassie.stale_grace,
     )
-    context.payments = PaymentGate(context.pricing, channels)
+    context.payments = PaymentGate(
+        context.pricing, channels, bind_claims=context.settings.pricing.bind_claims
+    )
     outbox = OutboxForwarder(pool, node)
     outbox.start()
     stack.push_async_callback(outbox.close)

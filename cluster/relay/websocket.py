@@ -21,11 +21,11 @@ from cluster.nostr.messages import (
     ReqCommand,
 )
 from cluster.relay.access import AccessState
+from cluster.relay.addresses import client_address
 from cluster.relay.connection import Connection
 from cluster.relay.context import RelayContext
 from cluster.relay.deflate import ThresholdDeflateResponse
 from cluster.relay.keys import CONNECTIONS_KEY, CONTEXT_KEY
-from cluster.relay.ratelimit import client_ip
 from cluster.relay.verbs.auth import handle_auth
 from cluster.relay.verbs.close import handle_close
 from cluster.relay.verbs.count import handle_count
@@ -53,12 +53,12 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     """Per-address connection limit first (HTTP 429 before the upgrade), then the socket."""
     context = request.app[CONTEXT_KEY]
     settings = context.settings
-    ip = client_ip(
+    address = client_address(
         request.remote or "",
         request.headers.get("X-Forwarded-For"),
         settings.rate_limits.trusted_proxies,
     )
-    access = context.access.state_for(ip)
+    access = context.access.state_for(address.ip, forwarded=address.forwarded)
     lease = None
     if not access.exempt and context.connection_counter is not None:
         lease = await context.connection_counter.acquire(access.rate_subject)

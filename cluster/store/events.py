@@ -63,10 +63,16 @@ class EventStore:
         }
         return StoredRows(raws, recent)
 
-    async def count(self, filters: Sequence[Filter], now: int) -> int:
+    async def count(
+        self,
+        filters: Sequence[Filter],
+        now: int,
+        hidden_kinds: Sequence[frozenset[int]] | None = None,
+    ) -> int:
+        """Events matching any filter, without the kinds `hidden_kinds[i]` hides from filter i."""
         if not any(flt.can_match for flt in filters):
             return 0
-        sql, params = build_count(list(filters), now)
+        sql, params = build_count(list(filters), now, hidden_kinds)
         with metrics.DB_QUERY.labels("count").time():
             async with self.pool.connection() as conn:
                 cursor = await conn.execute(sql.encode(), params)

@@ -16,6 +16,7 @@ Access paths, by what a filter names (first match wins):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from cluster.nostr.filters import Filter
@@ -191,14 +192,26 @@ def count_conditions(flt: Filter, now: int) -> tuple[str, list[Any]]:
     return f"{tagged} AND {where}", [driver, *params]
 
 
-def build_count(filters: tuple[Filter, ...] | list[Filter], now: int) -> tuple[str, list[Any]]:
-    """NIP-45 COUNT: distinct events matching any filter; limits do not apply to counts."""
-    usable = [flt for flt in filters if flt.can_match]
+def build_count(
+    filters: tuple[Filter, ...] | list[Filter],
+    now: int,
+    hidden_kinds: Sequence[frozenset[int]] | None = None,
+) -> tuple[str, list[Any]]:
+    """NIP-45 COUNT: distinct events matching any filter; limits do not apply to counts.
+
+    `hidden_kinds[i]`, when given, are kinds filter i must not count (DMs the client may not
+    read: cluster/nostr/dm_access.py).
+    """
+    hidden = list(hidden_kinds) if hidden_kinds is not None else [frozenset()] * len(filters)
+    usable = [(flt, kinds) for flt, kinds in zip(filters, hidden, strict=True) if flt.can_match]
     if not usable:
         raise ValueError("no filter can match stored events")
     parts, params = [], []
-    for flt in usable:
+    for flt, kinds in usable:
         where, filter_params = count_conditions(flt, now)
+        if kinds:
+            where += " AND kind <> ALL(%s::integer[])"
+            filter_params = [*filter_params, sorted(kinds)]
         parts.append(f"SELECT id FROM events WHERE {where}")
         params.extend(filter_params)
     if len(parts) == 1:

@@ -13,6 +13,7 @@ import pytest
 
 from cluster.nostr.event import Event
 from cluster.nostr.signing import Signer
+from cluster.relay.addresses import client_ip
 from tests.client import RelayClient, connect
 from tests.services import RelayProcess, RelayStarter
 
@@ -175,6 +176,40 @@ async def test_dm_reads_are_restricted_to_participants(relay: RelayProcess) -> N
             await lurker.expect_silence(0.5)
 
 
+async def test_counts_of_dms_are_screened_like_reqs(relay: RelayProcess) -> None:
+    """COUNT must not reveal how often two other people exchanged DMs."""
+    alice, bob, carol = Signer(), Signer(), Signer()
+    dms = [alice.sign(4, f"ciphertext {i}", [["p", bob.pubkey]]) for i in range(3)]
+    note = alice.sign(1, "public note")
+    async with connect(relay.url) as writer:
+        for event in [*dms, note]:
+            assert (await writer.publish(event))[2] is True
+    between = {"kinds": [4], "authors": [alice.pubkey], "#p": [bob.pubkey]}
+
+    async def count(client: RelayClient, flt: dict[str, object]) -> object:
+        await client.send(["COUNT", "n", flt])
+        _, answer = await client.receive_until(lambda m: m[0] in ("COUNT", "CLOSED"))
+        return answer[2]["count"] if answer[0] == "COUNT" else answer[0]
+
+    async with connect(relay.url) as carols:
+        await authenticate(carols, carol, relay.url)
+        assert await count(carols, between) == 0
+        assert await count(carols, {"authors": [alice.pubkey]}) == 1  # the note only
+    async with connect(relay.url) as anonymous:
+        assert await count(anonymous, {"authors": [alice.pubkey]}) == 1
+        assert await count(anonymous, between) == "CLOSED"  # auth-required:, as for REQ
+    for participant in (alice, bob):
+        async with connect(relay.url) as client:
+            await authenticate(client, participant, relay.url)
+            mine = {"kinds": [4], "authors": [alice.pubkey]} if participant is alice else between
+            if participant is bob:
+                mine = {"kinds": [4], "#p": [bob.pubkey]}
+            assert await count(client, mine) == 3
+            assert await count(client, {"authors": [participant.pubkey]}) == (
+                4 if participant is alice else 0
+            )
+
+
 async def test_metrics_need_the_token(strict_relay: RelayProcess) -> None:
     async with aiohttp.ClientSession() as session:
         async with session.get(f"{strict_relay.http_url}/metrics") as response:
@@ -223,8 +258,6 @@ async def test_connections_per_ip_are_limited_cluster_wide(limited_relay: RelayP
 
 
 async def test_forwarded_for_is_ignored_from_untrusted_peers() -> None:
-    from cluster.relay.ratelimit import client_ip
-
     trusted = ["127.0.0.1/32"]
     assert client_ip("127.0.0.1", "198.51.100.7", trusted) == "198.51.100.7"
     assert client_ip("192.0.2.1", "198.51.100.7", trusted) == "192.0.2.1"

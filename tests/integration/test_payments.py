@@ -209,10 +209,18 @@ async def test_every_rejection_reason(
         "channel_closed": payer.event(closed, PRICE, 1),
         "channel_expired": payer.event(expired, PRICE, 1),
         "currency_mismatch": payer.event(channel, PRICE, 1, currency="AKT"),
-        "invalid_signature": signer.sign(
+        # Signed by its author, but the author is not the channel's sender (rule 3).
+        "invalid_signature": stranger.signer.sign(
             PRICED_KIND, "forged", [payment_tag(stranger.secret, channel, PRICE, 1, "BTC")]
         ),
+        # Binding on: a claim not signed by the event's own author cannot be bound to it, and
+        # is refused before the channel is looked up.
+        "claim_not_bound ": signer.sign(
+            PRICED_KIND, "not my claim", [payment_tag(stranger.secret, channel, PRICE, 1, "BTC")]
+        ),
         "insufficient_amount": payer.event(channel, PRICE - 1, 1),
+        # Rule 7: the payer's own valid claim, copied into a stranger's event.
+        "claim_not_bound": stranger.signer.sign(PRICED_KIND, "stolen", [good]),
     }
     async with connect(paid_relay.url) as client:
         for expected, event in cases.items():

@@ -11,15 +11,14 @@ import pytest
 import redis.asyncio as aioredis
 
 from cluster.config import RateLimitSettings
+from cluster.relay.addresses import client_ip, subject_of_ip
 from cluster.relay.ratelimit import (
     ConnectionCounter,
     RateLimiter,
     TokenBuckets,
-    client_ip,
     connections_key,
     fallback_limit,
     redis_client,
-    subject_of_ip,
 )
 from cluster.services.ports import free_port
 from cluster.services.redis import RedisServer

@@ -1,4 +1,5 @@
-"""COUNT (NIP-45): how many stored events match, under the same read access as REQ."""
+"""COUNT (NIP-45): how many stored events match, under the same read access as REQ: DMs are
+counted only where the client may read every one of them (cluster/nostr/dm_access.py)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ async def handle_count(connection: Connection, command: CountCommand) -> None:
         connection.refuse_subscription(command.sub_id, refusal)
         return
     try:
-        total = await context.store.count(command.filters, int(time.time()))
+        hidden = context.access.count_hidden_kinds(connection.access, command.filters)
+        total = await context.store.count(command.filters, int(time.time()), hidden)
     except QUERY_FAILURES as exc:
         log.warning("COUNT query failed: %s", exc)
         connection.refuse_subscription(command.sub_id, error("could not count stored events"))

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from cluster.nostr.dm_access import filter_may_match_dms, filter_needs_auth, may_read
+from cluster.nostr.dm_access import (
+    filter_dms_all_readable,
+    filter_may_match_dms,
+    filter_needs_auth,
+    may_read,
+)
 from cluster.nostr.filters import FilterLimits, parse_filter
 from cluster.nostr.signing import Signer
 
@@ -53,3 +58,20 @@ def test_other_kinds_are_public() -> None:
     note = SENDER.sign(1, "hello", [["p", RECIPIENT.pubkey]])
     assert may_read(note, frozenset())
     assert may_read(SENDER.sign(14, "x"), frozenset())
+
+
+def test_counted_dms_must_all_be_the_clients_own() -> None:
+    me, other, third = Signer().pubkey, Signer().pubkey, Signer().pubkey
+    mine = frozenset({me})
+
+    def readable(raw: dict[str, object], keys: frozenset[str] = mine) -> bool:
+        return filter_dms_all_readable(parse_filter(raw, LIMITS), keys)
+
+    assert readable({"kinds": [1], "authors": [other]})  # no DM kind: nothing to hide
+    assert readable({"kinds": [4], "authors": [me]})
+    assert readable({"kinds": [4], "#p": [me]})
+    assert readable({"authors": [me]})  # every DM it can match is my own
+    assert not readable({"kinds": [4], "authors": [other], "#p": [third]})
+    assert not readable({"kinds": [4], "authors": [me, other]})
+    assert not readable({"authors": [other]})  # no kinds: may match other people's DMs
+    assert not readable({"kinds": [4], "authors": [me]}, frozenset())  # not authenticated

@@ -203,3 +203,37 @@ def charge_of_state(charge: Charge, *, capacity: int) -> Charge:
 
 def event_claim(event: Event) -> PaymentClaim:
     return parse_payment_tag(event.tags[0])
+
+
+async def test_a_claim_copied_into_another_authors_event_is_not_bound() -> None:
+    """Rule 7: a valid claim seen in someone's event cannot pay for a thief's event."""
+    payer, thief = Payer(), Payer()
+    channels = ScriptedChannels(cached=cached(payer))
+    stolen = next(tag for tag in payer.event().tags if tag[0] == "payment")
+    theft = thief.signer.sign(PRICED, "not mine", [stolen])
+    assert (
+        reason(await gate(channels).check(theft))
+        == invalid_payment(PaymentReason.CLAIM_NOT_BOUND).text
+    )
+    # The sender itself still pays with the same claim.
+    assert isinstance(await gate(channels).check(payer.event()), PaidClaim)
+
+
+async def test_binding_off_lets_a_service_pay_for_other_authors() -> None:
+    payer, author = Payer(), Payer()
+    channels = ScriptedChannels(cached=cached(payer))
+    tag = next(tag for tag in payer.event().tags if tag[0] == "payment")
+    event = author.signer.sign(PRICED, "published for a user", [tag])
+    unbound = PaymentGate(FixedPricing(TABLE), channels, clock=lambda: NOW, bind_claims=False)
+    assert isinstance(await unbound.check(event), PaidClaim)
+
+
+async def test_a_claim_not_signed_by_its_author_never_reaches_the_channel_cache() -> None:
+    """Binding on: a garbage or foreign signature costs no lookup (and so no ledger RPC)."""
+    payer, stranger = Payer(), Payer()
+    channels = ScriptedChannels(cached=cached(payer))
+    foreign = next(tag for tag in stranger.event().tags if tag[0] == "payment")
+    event = payer.signer.sign(PRICED, "claim signed by someone else", [foreign])
+    answer = await gate(channels).check(event)
+    assert reason(answer) == invalid_payment(PaymentReason.CLAIM_NOT_BOUND).text
+    assert channels.calls == []

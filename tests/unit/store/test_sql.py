@@ -268,6 +268,21 @@ def test_build_count(filters: list[Filter], sql: str, params: list[Any]) -> None
     assert build_count(filters, NOW) == (sql, params)
 
 
+def test_build_count_leaves_out_the_kinds_hidden_from_each_filter() -> None:
+    hidden = frozenset({4, 1059})
+    sql, params = build_count(
+        [flt(kinds=[]), flt(kinds=[1]), flt()], NOW, [hidden, frozenset(), hidden]
+    )
+    assert sql == (
+        "SELECT count(*) FROM ("
+        f"SELECT id FROM events WHERE {EXPIRY} AND kind = %s"
+        " UNION "
+        f"SELECT id FROM events WHERE {EXPIRY} AND kind <> ALL(%s::integer[])"
+        ") AS matched"
+    )
+    assert params == [NOW, 1, NOW, [4, 1059]]
+
+
 # ---- nothing can match -----------------------------------------------------------------------
 
 
