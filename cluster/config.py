@@ -39,7 +39,13 @@ class NetworkSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     public_url: str = ""
     """The ws(s):// URL clients use (NIP-11, NIP-42); empty means derived from host and port."""
     metrics_token: str = ""
-    """If set, GET /metrics requires `Authorization: Bearer <token>` (env only, like secrets)."""
+    """If set, GET /metrics on the public port requires `Authorization: Bearer <token>` (env
+    only, like secrets); with neither this nor metrics_port, /metrics is refused (404)."""
+    metrics_port: Port = 0
+    """If set, each instance also serves /metrics without a token on metrics_host:metrics_port
+    and the public port never serves it; 0 = no private listener."""
+    metrics_host: str = "127.0.0.1"
+    """Address of the private /metrics listener (e.g. the pod IP or 0.0.0.0 in a container)."""
     ping_interval: Seconds = 30.0
     """Seconds between WebSocket pings to idle clients (dead peers are closed)."""
     idle_timeout: Seconds = 600.0
@@ -50,6 +56,9 @@ class NetworkSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """With compression on, messages smaller than this many bytes are sent uncompressed."""
     shutdown_timeout: Seconds = 10.0
     """Seconds a worker waits for in-flight EVENTs to be answered on SIGTERM."""
+    drain_timeout: Seconds = 30.0
+    """Seconds a client may take nothing from its socket while data waits for it before it is
+    closed with 1008 (its pings and other input do not count)."""
 
 
 class DatabaseSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -58,11 +67,20 @@ class DatabaseSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     pool_min: NonNegative = 2
     """Connections each worker keeps open."""
     pool_max: Positive = 8
-    """Upper bound of connections per worker (instances x workers x pool_max < max_connections)."""
+    """Query connections per worker, at most. A worker also holds writer_lanes writer
+    connections and, with payments, one outbox connection: keep instances x workers x
+    (pool_max + writer_lanes + 1) below PostgreSQL's max_connections."""
     pool_timeout: Seconds = 5.0
     """Seconds a query waits for a free pooled connection before failing with `error:`."""
-    statement_timeout_ms: Positive = 5000
-    """Server-side statement timeout, so a pathological query cannot pin a connection."""
+    query_timeout_ms: Positive = 5000
+    """Statement timeout of a REQ's query (the query pool's session `statement_timeout`), so a
+    pathological query cannot pin a connection."""
+    count_timeout_ms: Positive = 2000
+    """Statement timeout of a COUNT (set for that statement only): past it the client gets
+    CLOSED `error:`. Counting is a scan, so it gets less time than a REQ's indexed read."""
+    write_timeout_ms: Positive = 10000
+    """Statement timeout of the group-commit writer's and the outbox's own connections: a batch
+    of up to write_batch_max events is one statement, and it must not be cut by a query budget."""
     write_batch_max: Positive = 256
     """Events committed together by a worker's writer in one transaction (group commit)."""
     writer_lanes: Positive = 1
@@ -72,6 +90,17 @@ class DatabaseSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     write_linger_ms: NonNegative = 4
     """Under load, how long a lane waits to gather more events into its next commit (an idle
     lane commits a lone event at once). docs/PERFORMANCE-LOG.md has the measured trade-off."""
+
+
+class QuerySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    concurrency: NonNegative = 0
+    """REQ/COUNT store queries one worker runs at once (cluster/relay/admission.py); more wait,
+    served round-robin across client addresses. 0: database.pool_max minus the two pricing and
+    purge may need (at least 1). At most database.pool_max, so an admitted query finds a
+    pooled connection."""
+    queue_per_address: Positive = 16
+    """Queries one client address may have waiting for a slot in one worker; past it the query
+    is refused at once with CLOSED `rate-limited:`."""
 
 
 class RedisSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -108,9 +137,16 @@ class LimitSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Newest accepted created_at, in seconds after now."""
     max_inflight_events: Positive = 64
     """EVENTs one connection may have in processing at once (more wait: backpressure)."""
+    max_rows_per_req: Positive = 5000
+    """Stored events one REQ returns at most, across all its filters (each keeps its limit)."""
+    req_stall_timeout: Seconds = 3.0
+    """Seconds a REQ may wait for its client to make room for more stored events while it holds
+    a database connection and a query slot; past it the REQ ends with CLOSED `error:` (the
+    connection stays, under network.drain_timeout)."""
     max_outbound_bytes: Positive = 100_000
-    """Live-event bytes queued for a client whose socket is backed up before it is closed with
-    1008; keep it several times the largest event (max_message_bytes) you accept."""
+    """Bytes queued for one connection (stored results, live events held during a REQ, live
+    events): a REQ reads more rows only below it; past it a client whose socket is backed up is
+    closed with 1008. Keep it several times the largest event (max_message_bytes) you accept."""
 
 
 class PricingSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -180,6 +216,12 @@ class RateLimitSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True)
     """REQ and COUNT messages one client IP may send per minute, cluster-wide; 0 disables."""
     connections_per_ip: NonNegative = 50
     """WebSocket connections open at once from one client IP, cluster-wide; 0 disables."""
+    invalid_events_per_minute_per_ip: NonNegative = 30
+    """EVENTs refused by verification or policy one client IP may send per minute before its
+    connection is closed (1008), cluster-wide; 0 disables."""
+    invalid_events_per_connection: NonNegative = 100
+    """Invalid EVENTs one connection may send in all before it is closed (after the first ten,
+    each further EVENT waits a little longer: the client is slowed first); 0 disables."""
     trusted_proxies: list[str] = msgspec.field(default_factory=_default_trusted_proxies)
     """Peers (IPs or CIDRs) whose X-Forwarded-For is believed: the proxies in front (nginx)."""
     fallback_workers: Positive = 8
@@ -221,6 +263,7 @@ class LogSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     network: NetworkSettings = NetworkSettings()
     database: DatabaseSettings = DatabaseSettings()
+    queries: QuerySettings = QuerySettings()
     redis: RedisSettings = RedisSettings()
     limits: LimitSettings = LimitSettings()
     info: InfoSettings = InfoSettings()
@@ -240,6 +283,13 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ValueError("limits.default_limit must not exceed limits.max_limit")
         if self.database.pool_min > self.database.pool_max:
             raise ValueError("database.pool_min must not exceed database.pool_max")
+        if self.queries.concurrency > self.database.pool_max:
+            raise ValueError("queries.concurrency must not exceed database.pool_max")
+
+    @property
+    def query_concurrency(self) -> int:
+        """queries.concurrency, or what the query pool leaves for REQ/COUNT when it is 0."""
+        return self.queries.concurrency or max(1, self.database.pool_max - 2)
 
     @property
     def relay_url(self) -> str:

@@ -71,6 +71,10 @@ EVENTS_DELIVERED = Counter("relay_events_delivered_total", "Live events queued t
 CONNECTIONS = Gauge("relay_connections", "Open WebSocket connections", multiprocess_mode="livesum")
 SUBSCRIPTIONS = Gauge("relay_subscriptions", "Active subscriptions", multiprocess_mode="livesum")
 OUTBOX_FORWARDED = Counter("relay_outbox_forwarded_total", "Claims acknowledged by the node")
+OUTBOX_DEAD_LETTERS = Counter(
+    "relay_outbox_dead_letters_total",
+    "Claims the node refused for good, moved to payment_outbox_dead",
+)
 DASSIE_FAILURES = Counter("relay_dassie_failures_total", "Calls that could not reach the node")
 DASSIE_CALLS = Counter("relay_dassie_calls_total", "Dassie RPC calls by procedure", ["method"])
 DASSIE_REJECTED = Counter(

@@ -7,6 +7,7 @@ the way Prometheus' `histogram_quantile` reads them (linear within the bucket).
 from __future__ import annotations
 
 import math
+import os
 import urllib.request
 from collections.abc import Sequence
 
@@ -46,12 +47,23 @@ def parse_histograms(text: str, into: Scrape) -> None:
             buckets[le] = buckets.get(le, 0.0) + sample.value
 
 
+METRICS_TOKEN_ENV = "RELAY_NETWORK__METRICS_TOKEN"
+"""/metrics is never open: the bench sends the token its cluster was given (loadtest/launch.py),
+or the one in this variable for a relay it did not start."""
+
+
+def metrics_auth() -> dict[str, str]:
+    token = os.environ.get(METRICS_TOKEN_ENV, "")
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
 def scrape(urls: Sequence[str]) -> Scrape:
     """Cumulative histogram buckets summed over instances (an unreachable one is logged)."""
     out: Scrape = {}
     for url in urls:
         try:
-            with urllib.request.urlopen(f"{http_url(url)}/metrics", timeout=10) as response:
+            request = urllib.request.Request(f"{http_url(url)}/metrics", headers=metrics_auth())
+            with urllib.request.urlopen(request, timeout=10) as response:
                 text = response.read().decode()
         except OSError as exc:
             log(f"metrics: {url}: {exc}")

@@ -8,8 +8,11 @@ What the bench adds on top of cluster.services.launcher: a priced kind for the p
 from __future__ import annotations
 
 import contextlib
+import os
 import re
+import secrets
 import socket
+from collections.abc import Mapping
 from pathlib import Path
 
 import msgspec
@@ -17,6 +20,7 @@ import msgspec
 from cluster.config import Settings
 from cluster.services.launcher import ClusterExited, ClusterProcess
 from loadtest.errors import LoadTestError
+from loadtest.histograms import METRICS_TOKEN_ENV
 from loadtest.progress import log
 from loadtest.targets import Target, target_from_state
 
@@ -54,14 +58,25 @@ class BenchCluster:
     """The cluster the bench started in `<data>/cluster`; always stopped by `stop()`."""
 
     def __init__(
-        self, data_dir: Path, instances: int, workers: int, port: int, paid_kind: int
+        self,
+        data_dir: Path,
+        instances: int,
+        workers: int,
+        port: int,
+        paid_kind: int,
+        *,
+        env: Mapping[str, str] | None = None,
     ) -> None:
+        """`env` replaces the rate-limit overrides: the abuse suite wants the limits on."""
         self.data_dir = data_dir
         self.cluster_dir = data_dir / "cluster"
         self.paid_kind = paid_kind
         self.instances = instances
         self.workers = workers
-        env = {"RELAY_PRICING": f"{paid_kind}:{PAID_PRICE}", **rate_limit_overrides()}
+        limits = rate_limit_overrides() if env is None else dict(env)
+        # /metrics needs a token: one for this run, which scrape() reads back from the env.
+        token = os.environ.setdefault(METRICS_TOKEN_ENV, secrets.token_hex(16))
+        env = {"RELAY_PRICING": f"{paid_kind}:{PAID_PRICE}", METRICS_TOKEN_ENV: token, **limits}
         self.process = ClusterProcess(
             self.cluster_dir,
             port=port,

@@ -30,6 +30,10 @@ from cluster.relay.addresses import subject_of_ip
 from cluster.relay.ratelimit import RateLimiter
 
 MINUTE = 60
+INVALID_FREE = 10
+"""Invalid EVENTs a connection may send before each further EVENT waits (it is slowed)."""
+INVALID_STEP = 0.05
+INVALID_MAX_WAIT = 1.0
 
 
 class _KindOnly(msgspec.Struct):
@@ -49,6 +53,7 @@ class AccessState:
     challenge: str = field(default_factory=new_challenge)
     challenge_sent: bool = False
     authenticated: frozenset[str] = frozenset()
+    invalid_strikes: int = 0  # EVENTs refused by verification or policy on this connection
 
     def authenticate(self, pubkey: str) -> None:
         self.authenticated = self.authenticated | {pubkey}
@@ -92,21 +97,48 @@ class AccessControl:
             rejection = check_protected(event, state.authenticated)
             if rejection is not None:
                 return rejection
-        return await self._limit_events(state, event)
+        return await self._limit_pubkey(state, event)
 
-    async def _limit_events(self, state: AccessState, event: Event) -> Rejection | None:
+    async def admit_event(self, state: AccessState) -> Rejection | None:
+        """Every EVENT counts against its address's budget, valid or not, before the costly
+        checks: a flood of bad signatures pays like any other flood."""
         if self.limiter is None or state.exempt:
             return None
-        limits = self.settings.rate_limits
-        if not await self.limiter.allow(
-            "event-ip", state.rate_subject, limits.events_per_minute_per_ip, MINUTE
-        ):
+        limit = self.settings.rate_limits.events_per_minute_per_ip
+        if not await self.limiter.allow("event-ip", state.rate_subject, limit, MINUTE):
             return rate_limited("too many events from your address, slow down")
-        if not await self.limiter.allow(
-            "event-pubkey", event.pubkey, limits.events_per_minute_per_pubkey, MINUTE
-        ):
+        return None
+
+    async def _limit_pubkey(self, state: AccessState, event: Event) -> Rejection | None:
+        if self.limiter is None or state.exempt:
+            return None
+        limit = self.settings.rate_limits.events_per_minute_per_pubkey
+        if not await self.limiter.allow("event-pubkey", event.pubkey, limit, MINUTE):
             return rate_limited("too many events from this pubkey, slow down")
         return None
+
+    async def note_invalid(self, state: AccessState) -> bool:
+        """An EVENT failed verification or policy. True: disconnect the client (its address
+        sent more invalid EVENTs this minute than `rate_limits.invalid_events_per_minute_per_ip`
+        allows, or this connection more than `rate_limits.invalid_events_per_connection`)."""
+        if state.exempt:
+            return False  # local tools and tests (rate_limits.exempt) are never limited
+        state.invalid_strikes += 1
+        limits = self.settings.rate_limits
+        if limits.invalid_events_per_connection and (
+            state.invalid_strikes > limits.invalid_events_per_connection
+        ):
+            return True
+        if self.limiter is None:
+            return False
+        limit = limits.invalid_events_per_minute_per_ip
+        return not await self.limiter.allow("invalid-ip", state.rate_subject, limit, MINUTE)
+
+    def invalid_penalty(self, state: AccessState) -> float:
+        """Seconds the next EVENT of this connection waits: nothing for the first INVALID_FREE
+        invalid ones, then a little more for each (slowed before it is disconnected)."""
+        over = state.invalid_strikes - INVALID_FREE
+        return 0.0 if over <= 0 else min(INVALID_MAX_WAIT, over * INVALID_STEP)
 
     async def check_read(self, state: AccessState, filters: tuple[Filter, ...]) -> Rejection | None:
         """REQ/COUNT: DM kinds need AUTH when restricted; then the per-address REQ limit."""

@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 
 import redis.asyncio as aioredis
 from aiohttp import web
-from psycopg_pool import AsyncConnectionPool
 
 from cluster.bus.fanout import FanoutBus
 from cluster.config import Settings
@@ -20,6 +19,7 @@ from cluster.payments.gate import PaymentGate
 from cluster.payments.outbox import OutboxForwarder
 from cluster.payments.pricing import Pricing
 from cluster.relay.access import AccessControl
+from cluster.relay.admission import QueryAdmission
 from cluster.relay.connection import ConnectionRegistry
 from cluster.relay.context import RelayContext, message_limits
 from cluster.relay.http import add_routes
@@ -28,7 +28,7 @@ from cluster.relay.policies import default_policies
 from cluster.relay.ratelimit import ConnectionCounter, RateLimiter, redis_client
 from cluster.relay.subscriptions import SubscriptionIndex
 from cluster.store.events import EventStore
-from cluster.store.pool import create_pool
+from cluster.store.pool import create_pool, create_write_pool
 from cluster.store.writer import EventWriter, PostgresBatchSaver
 
 log = logging.getLogger(__name__)
@@ -37,13 +37,20 @@ PURGE_INTERVAL = 60.0
 
 
 async def _relay_context(app: web.Application) -> AsyncIterator[None]:
-    """Pool → store, writer → index → fan-out bus → payments; torn down in reverse."""
+    """Pools → store, writer → index → fan-out bus → payments; torn down in reverse.
+
+    The writer has a pool of its own (one connection per lane) that queries cannot take, so a
+    flood of slow reads cannot hold back an EVENT's commit (cluster/store/pool.py).
+    """
     settings = app[SETTINGS_KEY]
-    pool = create_pool(settings.database, name="relay", warm=True)
+    database = settings.database
+    pool = create_pool(database, name="relay", warm=True)
     await pool.open(wait=False)
+    write_pool = create_write_pool(database, size=database.writer_lanes, name="relay-writer")
+    await write_pool.open(wait=False)
     store = EventStore(pool)
     writer = EventWriter(
-        PostgresBatchSaver(pool),
+        PostgresBatchSaver(write_pool),
         settings.database.write_batch_max,
         lanes=settings.database.writer_lanes,
         linger=settings.database.write_linger_ms / 1000,
@@ -80,24 +87,25 @@ async def _relay_context(app: web.Application) -> AsyncIterator[None]:
         limits=message_limits(settings),
         pricing=Pricing(settings.pricing, pool),
         access=AccessControl(settings, limiter),
+        admission=QueryAdmission(settings.query_concurrency, settings.queries.queue_per_address),
         connection_counter=counter,
         policies=default_policies(settings.limits),
     )
     async with contextlib.AsyncExitStack() as payments:
         if settings.dassie.url:
-            await _start_payments(context, pool, payments)
+            await _start_payments(context, payments)
         app[CONTEXT_KEY] = context
         yield
     await writer.close()
     await bus.close()
     await limits_redis.aclose()
+    await write_pool.close()
     await pool.close()
 
 
-async def _start_payments(
-    context: RelayContext, pool: AsyncConnectionPool, stack: contextlib.AsyncExitStack
-) -> None:
-    """Dassie client, channel-state cache (L2 on its own Redis client), gate and outbox."""
+async def _start_payments(context: RelayContext, stack: contextlib.AsyncExitStack) -> None:
+    """Dassie client, channel-state cache (L2 on its own Redis client), gate and outbox (on a
+    one-connection pool of its own, so queries can never delay forwarding claims)."""
     dassie = context.settings.dassie
     node = DassieClient(
         dassie.url,
@@ -121,7 +129,10 @@ async def _start_payments(
     context.payments = PaymentGate(
         context.pricing, channels, bind_claims=context.settings.pricing.bind_claims
     )
-    outbox = OutboxForwarder(pool, node)
+    outbox_pool = create_write_pool(context.settings.database, size=1, name="relay-outbox")
+    await outbox_pool.open(wait=False)
+    stack.push_async_callback(outbox_pool.close)
+    outbox = OutboxForwarder(outbox_pool, node)
     outbox.start()
     stack.push_async_callback(outbox.close)
     context.outbox = outbox

@@ -3,10 +3,13 @@ writer task that owns every send.
 
 The connection knows nothing of the verbs: it decodes each message and hands the typed command
 to the dispatcher it was given (cluster/relay/websocket.py), so the path only ever points down.
-Outbound data waits in one ordered queue. Answers to the client's own requests apply
-backpressure to its reading (we stop reading while too much is queued); live events pushed by
-others cannot wait, so their queued bytes are capped and a client that cannot keep up is closed
-with 1008 instead of growing memory.
+Outbound data waits in one ordered queue, and everything queued for the connection (stored
+results, live events held during a REQ, live events) counts against ONE byte budget. A REQ reads
+its next chunk of stored rows only when the queue is below the budget (`wait_for_room`); live
+events pushed by others cannot wait, so past the budget a client whose socket is backed up is
+closed with 1008 instead of growing memory. A client that does not drain its socket within
+`network.drain_timeout` (data queued, nothing written out) is closed with 1008 too, whatever
+it sends.
 """
 
 from __future__ import annotations
@@ -15,9 +18,8 @@ import asyncio
 import itertools
 import logging
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import WSCloseCode, WSMsgType
 
@@ -41,21 +43,20 @@ from cluster.nostr.rejection import Prefix, Rejection
 from cluster.relay.access import AccessState
 from cluster.relay.context import RelayContext
 from cluster.relay.deflate import ThresholdDeflateResponse
-from cluster.relay.frames import text_frames
 from cluster.relay.ordering import Line
+from cluster.relay.outbound import Outbound, Stalled
 from cluster.relay.subscriptions import Subscription
 
 log = logging.getLogger(__name__)
 
-OWN_HIGH_WATER = 256 * 1024
 REFUSALS = (NoticeRefusal, OkRefusal, ClosedRefusal)
 _serials = itertools.count()
 SLOW_CLIENT_REASON = "Cannot keep up with event stream"
-PENDING_LIVE_MAX = 10_000
+STALLED_REASON = "Not reading: nothing written out within the drain timeout"
 HARD_CAP_FACTOR = 16
-TRANSPORT_BACKED_UP = 64 * 1024
-WRITE_BATCH_BYTES = 64 * 1024
-WRITABLE_POLL = 0.005
+
+T = TypeVar("T")
+
 
 Dispatcher = Callable[["Connection", Command], Awaitable[None]]
 """Acts on one decoded command; the read loop awaits it before reading the next message."""
@@ -98,12 +99,15 @@ class Connection:
         self.subscriptions: dict[str, Subscription] = {}
         # Live events that arrive while a subscription's stored events are still being sent.
         self.pending_live: dict[Subscription, list[tuple[str, bytes]]] = {}
-        self._outbox: deque[tuple[bytes, bool]] = deque()
-        self._queued_bytes = 0
-        self._live_bytes = 0
-        self._wakeup = asyncio.Event()
-        self._drained = asyncio.Event()
-        self._drained.set()
+        self.budget = context.settings.limits.max_outbound_bytes
+        self.drain_timeout = context.settings.network.drain_timeout
+        self.outbound = Outbound(
+            ws, transport, budget=self.budget, drain_timeout=self.drain_timeout
+        )
+        self._held_bytes = 0  # in pending_live
+        # Debug figures, logged when the connection is closed from inside (tests read them).
+        self.peak_bytes = 0
+        self.rows_fetched = 0
         self._closing = False
         # EVENTs in flight at once on this connection, and the line that keeps their order.
         self.inflight = asyncio.Semaphore(context.settings.limits.max_inflight_events)
@@ -113,16 +117,29 @@ class Connection:
 
     # ---- sending ----------------------------------------------------------------------------
 
+    @property
+    def queued_bytes(self) -> int:
+        """Everything this connection holds for its client: the outbox and held live events."""
+        return self.outbound.queued_bytes + self._held_bytes
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
     def send(self, data: bytes) -> None:
         """Queue an answer to this client's own request (ordered with everything else)."""
         self._enqueue(data, live=False)
 
-    async def send_and_wait(self, data: bytes) -> None:
-        """Queue an answer and wait while too much is queued: backpressure on a big REQ."""
-        self._enqueue(data, live=False)
-        if self._queued_bytes > OWN_HIGH_WATER:
-            self._drained.clear()
-            await self._drained.wait()
+    async def wait_for_room(self) -> int:
+        """Wait until the outbox is below the budget; the bytes left in it (0: closing).
+
+        Only the outbox is waited on: live events held for a REQ leave only after it, so
+        waiting on them would never end. They still shrink the room a REQ may fill.
+        """
+        await self.outbound.wait_for_room()
+        if self._closing:
+            return 0
+        return max(self.budget - self.queued_bytes, 0)
 
     def deliver(self, subscription: Subscription, event: Event, event_json: bytes) -> None:
         """Live delivery from the subscription index (never blocks the caller)."""
@@ -135,13 +152,23 @@ class Connection:
         message = event_message(subscription.sub_id, event_json)
         pending = self.pending_live.get(subscription)
         if pending is not None:
-            if len(pending) >= PENDING_LIVE_MAX:
+            if self._closing:
+                return
+            if self._cannot_keep_up(len(message)):
                 self.abort(WSCloseCode.POLICY_VIOLATION, SLOW_CLIENT_REASON)
                 return
             pending.append((event.id, message))
+            self._held_bytes += len(message)
+            self._note_peak()
             return
         self.context.stats.delivered()
         self._enqueue(message, live=True)
+
+    def take_held(self, subscription: Subscription) -> list[tuple[str, bytes]]:
+        """The live events held for `subscription` during its REQ; delivery is live from now."""
+        held = self.pending_live.pop(subscription, None) or []
+        self._held_bytes -= sum(len(message) for _, message in held)
+        return held
 
     def _enqueue(self, data: bytes, *, live: bool) -> None:
         if self._closing:
@@ -149,93 +176,39 @@ class Connection:
         if live and self._cannot_keep_up(len(data)):
             self.abort(WSCloseCode.POLICY_VIOLATION, SLOW_CLIENT_REASON)
             return
-        self._outbox.append((data, live))
-        self._queued_bytes += len(data)
-        if live:
-            self._live_bytes += len(data)
-        self._wakeup.set()
+        self.outbound.append(data)
+        self._note_peak()
+
+    def _note_peak(self) -> None:
+        self.peak_bytes = max(self.peak_bytes, self.queued_bytes)
 
     def _cannot_keep_up(self, incoming: int) -> bool:
-        """Past the cap, but only the client's fault if the socket itself is backed up.
+        """Past the budget, but only the client's fault if the socket itself is backed up.
 
         A burst our own event loop has not written out yet is not the client being slow;
         a full kernel/transport buffer is. A hard cap still bounds memory either way.
         """
-        limit = self.context.settings.limits.max_outbound_bytes
-        queued = self._live_bytes + incoming
-        if queued <= limit:
+        queued = self.queued_bytes + incoming
+        if queued <= self.budget:
             return False
-        if queued > HARD_CAP_FACTOR * limit:
+        if queued > HARD_CAP_FACTOR * self.budget:
             return True
-        transport = self.transport
-        return transport is None or transport.get_write_buffer_size() >= TRANSPORT_BACKED_UP
+        return self.outbound.backed_up()
 
     async def write_loop(self) -> None:
-        """The only place that writes data frames to the socket.
-
-        Everything queued that goes out uncompressed is framed here and written with one
-        transport write; a message that will be compressed goes through aiohttp's writer (its
-        compression context must see every compressed message, in order).
-        """
-        ws = self.ws
-        transport = self.transport
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            while self._outbox:
-                try:
-                    if transport is None or ws.compresses(len(self._outbox[0][0])):
-                        data, live = self._outbox.popleft()
-                        await ws.send_frame(data, WSMsgType.TEXT)
-                        self._sent(len(data), len(data) if live else 0)
-                    else:
-                        self._write_plain(transport)
-                        await self._writable(transport)
-                except (ConnectionError, RuntimeError):
-                    self._closing = True
-                    self._outbox.clear()
-                    self._drained.set()
-                    return
-            self._drained.set()
-
-    def _write_plain(self, transport: asyncio.Transport) -> None:
-        """Frame the queued messages up to the first one that will be compressed (or
-        WRITE_BATCH_BYTES), and write them at once."""
-        if self.ws.closed or transport.is_closing():
-            raise ConnectionResetError("the WebSocket is closing")
-        outbox = self._outbox
-        ws = self.ws
-        batch: list[bytes] = []
-        size = live_size = 0
-        while outbox and size < WRITE_BATCH_BYTES and not ws.compresses(len(outbox[0][0])):
-            data, live = outbox.popleft()
-            batch.append(data)
-            size += len(data)
-            if live:
-                live_size += len(data)
-        transport.write(text_frames(batch))
-        self._sent(size, live_size)
-
-    def _sent(self, size: int, live_size: int) -> None:
-        self._queued_bytes -= size
-        self._live_bytes -= live_size
-        if self._queued_bytes <= OWN_HIGH_WATER // 2:
-            self._drained.set()
-
-    async def _writable(self, transport: asyncio.Transport) -> None:
-        """Wait while the kernel and transport buffers are full: a slow reader is not fed
-        faster than it reads (and `_cannot_keep_up` sees the backed-up transport)."""
-        while transport.get_write_buffer_size() >= TRANSPORT_BACKED_UP:
-            if transport.is_closing():
-                raise ConnectionResetError("the WebSocket is closing")
-            await asyncio.sleep(WRITABLE_POLL)
+        """Run the outbound writer (cluster/relay/outbound.py) until the socket goes away; a
+        client that takes nothing within the drain timeout is closed with 1008."""
+        try:
+            await self.outbound.write_loop()
+        except (Stalled, TimeoutError):
+            self.abort(WSCloseCode.POLICY_VIOLATION, STALLED_REASON)
+        except (ConnectionError, RuntimeError):
+            self._closing = True
+            self.outbound.clear()
 
     async def flush(self, timeout: float) -> None:
         """Wait (bounded) until everything queued has been written."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while self._outbox and not self._closing and loop.time() < deadline:
-            await asyncio.sleep(0.01)
+        await self.outbound.flush(timeout)
 
     def abort(self, code: int, reason: str) -> None:
         """Close from inside (slow client, shutdown): stop queuing and close the socket."""
@@ -243,11 +216,26 @@ class Connection:
             return
         self._closing = True
         self.close_reason = reason
-        self._outbox.clear()
-        self._drained.set()
-        task = asyncio.create_task(self.ws.close(code=code, message=reason.encode()))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        log.info(
+            "closing connection %d (%d): %s; peak_queued_bytes=%d rows_fetched=%d",
+            self.serial,
+            code,
+            reason,
+            self.peak_bytes,
+            self.rows_fetched,
+        )
+        self.outbound.clear()
+        self.spawn(self._close(code, reason))
+
+    async def _close(self, code: int, reason: str) -> None:
+        """The close frame waits behind what the transport holds; a client that does not read
+        even that within the drain timeout loses the connection (and its buffers) at once."""
+        try:
+            async with asyncio.timeout(self.drain_timeout):
+                await self.ws.close(code=code, message=reason.encode())
+        except TimeoutError:
+            if self.transport is not None:
+                self.transport.abort()
 
     # ---- answering ---------------------------------------------------------------------------
 
@@ -336,7 +324,7 @@ class Connection:
         subscription = self.subscriptions.pop(sub_id, None)
         if subscription is not None:
             self.context.index.remove(subscription)
-            self.pending_live.pop(subscription, None)
+            self.take_held(subscription)
             metrics.SUBSCRIPTIONS.dec()
         return subscription
 
@@ -352,3 +340,4 @@ class Connection:
         metrics.SUBSCRIPTIONS.dec(len(self.subscriptions))
         self.subscriptions.clear()
         self.pending_live.clear()
+        self._held_bytes = 0

@@ -15,6 +15,7 @@ from cluster.payments.gate import PaymentGate
 from cluster.payments.outbox import OutboxForwarder
 from cluster.payments.pricing import PriceTable, Pricing
 from cluster.relay.access import AccessControl
+from cluster.relay.admission import QueryAdmission
 from cluster.relay.policies import Policy
 from cluster.relay.ratelimit import ConnectionCounter
 from cluster.relay.stats import RelayStats
@@ -47,6 +48,8 @@ class RelayContext:
     limits: MessageLimits
     pricing: Pricing
     access: AccessControl
+    admission: QueryAdmission
+    """Slots for store queries (REQ, COUNT), fair across client addresses."""
     connection_counter: ConnectionCounter | None = None
     payments: PaymentGate | None = None
     outbox: OutboxForwarder | None = None

@@ -1,4 +1,5 @@
-"""HTTP routes: `/` (the WebSocket upgrade, NIP-11, or a short text page), `/health`, `/metrics`."""
+"""HTTP routes: `/` (the WebSocket upgrade, NIP-11, or a short text page), `/health`, `/metrics`
+(with its bearer token only; cluster/relay/private_metrics.py serves it without one)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import os
 import orjson
 from aiohttp import web
 
-from cluster import metrics
 from cluster.relay.keys import CONTEXT_KEY, SETTINGS_KEY
+from cluster.relay.private_metrics import metrics_page, private_metrics_address
 from cluster.relay.websocket import websocket
 
 NIP11_TYPE = "application/nostr+json"
@@ -67,17 +68,20 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def prometheus_metrics(request: web.Request) -> web.Response:
+    """/metrics on the public port: only with its bearer token (see add_routes)."""
     token = request.app[SETTINGS_KEY].network.metrics_token
-    if token:
-        offered = request.headers.get("Authorization", "").removeprefix("Bearer ").encode()
-        if not hmac.compare_digest(offered, token.encode()):
-            return web.Response(status=401, text="metrics need Authorization: Bearer <token>\n")
-    body, content_type = metrics.render()
-    return web.Response(body=body, headers={"Content-Type": content_type})
+    scheme, _, offered = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(offered.encode(), token.encode()):
+        return web.Response(status=401, text="metrics need Authorization: Bearer <token>\n")
+    return await metrics_page(request)
 
 
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/", root)
     app.router.add_route("OPTIONS", "/", preflight)
     app.router.add_get("/health", health)
-    app.router.add_get("/metrics", prometheus_metrics)
+    network = app[SETTINGS_KEY].network
+    # /metrics is never public: with a private listener the public port does not serve it at
+    # all, and without one it needs the token; with neither it is refused (404).
+    if network.metrics_token and private_metrics_address(network) is None:
+        app.router.add_get("/metrics", prometheus_metrics)

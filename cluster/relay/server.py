@@ -12,6 +12,7 @@ from cluster.config import Settings
 from cluster.logs import configure, logging_config
 from cluster.metrics import mark_worker_dead
 from cluster.relay.app import create_app
+from cluster.relay.private_metrics import private_metrics_listener
 
 WORKER_CLASS = "aiohttp.GunicornUVLoopWebWorker"
 
@@ -57,7 +58,10 @@ class RelayServer(BaseApplication):  # type: ignore[misc]
         settings = self.settings
 
         async def app_factory() -> web.Application:
-            return create_app(settings)
+            app = create_app(settings)
+            # Every worker competes for network.metrics_port; one serves it (private_metrics).
+            app.cleanup_ctx.append(private_metrics_listener)
+            return app
 
         return app_factory
 

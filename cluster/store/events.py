@@ -1,14 +1,17 @@
-"""The read side of the event repository: query, count, purge, ping.
+"""The read side of the event repository: query, stream (for REQ), count, purge, ping.
 
 The write path (batch save, group commit) is cluster/store/writer.py.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
 import msgspec
+from psycopg import AsyncServerCursor
 from psycopg_pool import AsyncConnectionPool
 
 from cluster import metrics
@@ -30,6 +33,40 @@ FANOUT_GRACE = 30.0
 class StoredRows(msgspec.Struct):
     raws: list[bytes]
     recent_ids: set[str]  # stored within FANOUT_GRACE: may still arrive as live events
+
+
+# A DECLAREd cursor is planned for its first 10% by default; the REQ reads it all (up to its
+# limits), so keep the plans the statement gets when run directly (cluster/store/sql.py).
+CURSOR_PLANS_AS_WHOLE = "SET LOCAL cursor_tuple_fraction = 1"
+
+
+class RowCursor:
+    """One REQ's stored rows, read through a server-side cursor as the caller asks for them:
+    the relay holds at most one fetch in memory, and stops at `max_rows` across all filters."""
+
+    def __init__(self, cursor: AsyncServerCursor[tuple[str, datetime]] | None, max_rows: int):
+        self._cursor = cursor
+        self.remaining = max_rows if cursor is not None else 0
+        self.fetched = 0
+        self.seconds = 0.0  # time spent in the database, for the query metric
+        self._cutoff = datetime.now(UTC) - timedelta(seconds=FANOUT_GRACE)
+
+    async def fetch(self, rows: int) -> StoredRows:
+        """Up to `rows` more rows, newest first; empty once the results or the cap are done."""
+        wanted = min(max(rows, 1), self.remaining)
+        if self._cursor is None or wanted == 0:
+            return StoredRows([], set())
+        started = time.perf_counter()
+        fetched = await self._cursor.fetchmany(wanted)
+        self.seconds += time.perf_counter() - started
+        self.fetched += len(fetched)
+        self.remaining = 0 if len(fetched) < wanted else self.remaining - len(fetched)
+        raws = [row[0].encode() for row in fetched]
+        cutoff = self._cutoff
+        recent = {
+            id_of_encoded(raw) for raw, row in zip(raws, fetched, strict=True) if row[1] >= cutoff
+        }
+        return StoredRows(raws, recent)
 
 
 class EventStore:
@@ -63,6 +100,27 @@ class EventStore:
         }
         return StoredRows(raws, recent)
 
+    @asynccontextmanager
+    async def stream_rows(
+        self, filters: Sequence[Filter], now: int, max_rows: int
+    ) -> AsyncIterator[RowCursor]:
+        """Like `query_rows`, read in chunks from one server-side cursor (in a transaction on
+        one pooled connection, held until the caller leaves the context)."""
+        usable = queryable(list(filters))
+        if not usable:
+            yield RowCursor(None, 0)
+            return
+        sql, params = build_select(usable, now)
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute(CURSOR_PLANS_AS_WHOLE)
+            async with AsyncServerCursor[tuple[str, datetime]](conn, "req_rows") as cursor:
+                await cursor.execute(sql.encode(), params)
+                rows = RowCursor(cursor, max_rows)
+                try:
+                    yield rows
+                finally:
+                    metrics.DB_QUERY.labels("query").observe(rows.seconds)
+
     async def count(
         self,
         filters: Sequence[Filter],
@@ -78,6 +136,11 @@ class EventStore:
                 cursor = await conn.execute(sql.encode(), params)
                 row = await cursor.fetchone()
         return int(row[0]) if row else 0
+
+    async def discard_broken_connections(self) -> None:
+        """After a read failed on a dropped connection (the database restarted): check every
+        idle pooled connection now, so the retry and the next queries get live ones."""
+        await self.pool.check()
 
     async def purge_expired(self, now: int, batch: int = 1000) -> int:
         async with self.pool.connection() as conn:

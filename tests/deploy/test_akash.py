@@ -546,3 +546,13 @@ def test_the_docs_render_the_sdl_with_the_same_variable_list() -> None:
     assert listed, "docs/DEPLOY.md no longer shows the envsubst command"
     for variables in listed:
         assert re.findall(r"\$\{(\w+)\}", variables) == documented_envsubst_variables()
+
+
+def test_metrics_are_only_on_the_relays_unexposed_private_port() -> None:
+    """The relays serve /metrics on a private port that no `expose` entry opens; nginx (the
+    only client of port 8008, which refuses /metrics) refuses it too (tests/deploy/test_nginx)."""
+    relay = rendered_sdl()["services"]["relay"]
+    network = load_settings(env=env_list_to_dict(relay["env"])).network
+    assert network.metrics_port not in (0, network.port)
+    assert [entry["port"] for entry in relay["expose"]] == [network.port]
+    assert all("global" not in target for entry in relay["expose"] for target in entry["to"])

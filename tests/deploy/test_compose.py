@@ -393,3 +393,12 @@ def test_data_lives_on_named_volumes_and_nginx_uses_this_repository() -> None:
     assert "./nginx/compose.conf:/etc/nginx/nginx.conf:ro" in services["nginx"]["volumes"]
     published = services["nginx"]["ports"][0]
     assert published.endswith(":8080") and "listen 8080" in COMPOSE_NGINX_CONF.read_text()
+
+
+def test_metrics_are_only_on_the_relays_unpublished_private_port() -> None:
+    """The relays serve /metrics on a private port inside the compose networks, never published;
+    nginx refuses /metrics (tests/deploy/test_nginx)."""
+    relay = compose()["services"]["relay"]
+    network = load_settings(env={**image_environment(), **relay["environment"]}).network
+    assert network.metrics_port not in (0, network.port)
+    assert "ports" not in relay

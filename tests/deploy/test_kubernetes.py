@@ -617,3 +617,42 @@ def test_the_secret_template_has_every_key_the_workloads_read(
                         assert reference["name"].startswith(template["metadata"]["name"])
                         read.add(reference["key"])
     assert set(template["stringData"]) == read
+
+
+@pytest.mark.parametrize("overlay", overlay_params())
+def test_metrics_are_only_on_the_private_port(
+    rendered: dict[str, list[dict[str, Any]]], overlay: str
+) -> None:
+    """/metrics: the Ingress and the Service reach port 8008 only (which refuses it); Prometheus
+    scrapes the private listener pod to pod, and only the monitoring namespace may."""
+    docs = rendered[overlay]
+    network = load_settings(env=relay_environment(docs)).network
+    assert network.metrics_port not in (0, network.port)
+    assert network.metrics_host == "0.0.0.0"  # the pod IP: other pods must reach it
+    template = find(docs, "Deployment", "relay")["spec"]["template"]
+    ports = {p["name"]: p["containerPort"] for p in template["spec"]["containers"][0]["ports"]}
+    assert ports == {"http": network.port, "metrics": network.metrics_port}
+    annotations = template["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(network.metrics_port)
+    assert annotations["prometheus.io/path"] == "/metrics"
+    service = find(docs, "Service", "relay")
+    assert [(p["port"], p["targetPort"]) for p in service["spec"]["ports"]] == [
+        (network.port, "http")
+    ]
+    ingress = find(docs, "Ingress", "relay")
+    backends = [
+        path["backend"]["service"]
+        for rule in ingress["spec"]["rules"]
+        for path in rule["http"]["paths"]
+    ]
+    assert backends and all(b == {"name": "relay", "port": {"name": "http"}} for b in backends)
+    reachable: dict[str, set[int]] = {}
+    for policy in (d for d in docs if d["kind"] == "NetworkPolicy"):
+        if not matches(policy["spec"]["podSelector"], template["metadata"]["labels"]):
+            continue
+        for rule in policy["spec"].get("ingress", []):
+            for peer in rule.get("from", []):
+                namespace = peer.get("namespaceSelector", {}).get("matchLabels", {})
+                name = namespace.get("kubernetes.io/metadata.name", "?")
+                reachable.setdefault(name, set()).update(p["port"] for p in rule["ports"])
+    assert reachable == {"ingress-nginx": {network.port}, "monitoring": {network.metrics_port}}

@@ -1,5 +1,5 @@
 """nginx/compose.conf (the compose cluster's front door) passes `nginx -t`, and so does the
-config embedded in the Akash SDL.
+config embedded in the Akash SDL; none of the shipped nginx configs routes /metrics.
 
 `nginx -t` resolves upstream host names, and `relay` exists only on the compose network, so
 the test names `localhost` instead; everything else is tested as shipped. The compose config
@@ -13,9 +13,14 @@ import re
 import subprocess
 from pathlib import Path
 
+import aiohttp
 import pytest
+from aiohttp import web
+from yarl import URL
 
 from cluster.services.nginx import NginxServer, find_nginx
+from cluster.services.nginx_config import default_worker_user, render_nginx_config
+from cluster.services.ports import free_port
 from tests.deploy import AKASH_SDL, COMPOSE_FILE, COMPOSE_NGINX_CONF, load_yaml
 
 RESOLVE_SINCE = (1, 27, 3)
@@ -118,3 +123,69 @@ def test_akash_nginx_conf_proxies_websockets_to_the_relays() -> None:
         "real_ip_header X-Forwarded-For;",
     ):
         assert directive in text, directive
+
+
+# --- /metrics is never routed publicly (issue 13) ---------------------------------------------
+
+METRICS_BLOCK = re.compile(r"location \^~ /metrics \{[^}]*\breturn 404;[^}]*\}")
+# Spellings nginx normalises to /metrics before it picks a location (decoding, merged slashes).
+METRICS_PATHS = (
+    "/metrics",
+    "/metrics/",
+    "/metrics?name=x",
+    "//metrics",
+    "/%6Detrics",
+    "/x/../metrics",
+)
+
+
+def refuses_metrics(conf: str) -> bool:
+    """The config answers /metrics (and everything under it) itself with 404."""
+    return bool(METRICS_BLOCK.search(conf))
+
+
+def test_every_shipped_nginx_config_refuses_metrics(tmp_path: Path) -> None:
+    rendered = render_nginx_config(8080, [8101], tmp_path)
+    for name, conf in (
+        ("relay.conf.template", rendered),
+        ("compose.conf", COMPOSE_NGINX_CONF.read_text()),
+        ("akash", akash_nginx_conf()),
+    ):
+        assert refuses_metrics(conf), name
+        assert not refuses_metrics(METRICS_BLOCK.sub("", conf)), name  # the check can fail
+
+
+async def test_the_rendered_nginx_never_proxies_metrics(tmp_path: Path) -> None:
+    """nginx in front of an upstream that would serve anything: /metrics never reaches it."""
+    reached: list[str] = []
+
+    async def anything(request: web.Request) -> web.Response:
+        reached.append(request.path)
+        return web.Response(text="upstream\n")
+
+    upstream = web.Application()
+    upstream.router.add_route("*", "/{tail:.*}", anything)
+    runner = web.AppRunner(upstream, access_log=None)
+    await runner.setup()
+    upstream_port, listen_port = free_port(), free_port()
+    await web.TCPSite(runner, "127.0.0.1", upstream_port).start()
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(
+        render_nginx_config(
+            listen_port, [upstream_port], tmp_path / "prefix", user=default_worker_user()
+        )
+    )
+    nginx = NginxServer(conf, tmp_path / "prefix", listen=[("127.0.0.1", listen_port)])
+    nginx.start()
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+            for path in METRICS_PATHS:
+                url = URL(f"http://127.0.0.1:{listen_port}{path}", encoded=True)
+                async with session.get(url) as response:
+                    assert response.status == 404, path
+            async with session.get(f"http://127.0.0.1:{listen_port}/health") as response:
+                assert response.status == 200 and await response.text() == "upstream\n"
+    finally:
+        nginx.stop()
+        await runner.cleanup()
+    assert reached == ["/health"]

@@ -23,6 +23,10 @@ from tests.client import connect
 from tests.services import LEDGER_TOKEN as TOKEN
 from tests.services import LedgerProcess, RelayProcess, RelayStarter, record
 
+# /metrics is never public (issue 13): the paid relay's scrapes carry its token.
+METRICS_TOKEN = "p" * 40
+METRICS_AUTH = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+
 PRICED_KIND, PRICE = 4000, 10
 ARTICLE_KIND, ARTICLE_PRICE = 30078, 25
 PRICING = f"{PRICED_KIND}:{PRICE},{ARTICLE_KIND}:{ARTICLE_PRICE}"
@@ -45,7 +49,9 @@ def paid_relay(
 ) -> Iterator[RelayProcess]:
     starter = RelayStarter(relay_env, tmp_path_factory.mktemp("paid-relay"))
     try:
-        yield starter.start(workers=2, **paid_env(ledger))
+        yield starter.start(
+            workers=2, RELAY_NETWORK__METRICS_TOKEN=METRICS_TOKEN, **paid_env(ledger)
+        )
     finally:
         starter.stop_all()
 
@@ -267,7 +273,7 @@ async def test_nip11_advertises_fees(paid_relay: RelayProcess) -> None:
 async def test_verification_histogram_is_exported(paid_relay: RelayProcess) -> None:
     async with (
         aiohttp.ClientSession() as session,
-        session.get(f"{paid_relay.http_url}/metrics") as response,
+        session.get(f"{paid_relay.http_url}/metrics", headers=METRICS_AUTH) as response,
     ):
         text = await response.text()
     count = next(
@@ -283,7 +289,7 @@ async def scrape(relay: RelayProcess) -> dict[str, float]:
     """GET /metrics (aggregated over the instance's workers) as {sample with labels: value}."""
     async with (
         aiohttp.ClientSession() as session,
-        session.get(f"{relay.http_url}/metrics") as response,
+        session.get(f"{relay.http_url}/metrics", headers=METRICS_AUTH) as response,
     ):
         text = await response.text()
     samples = (line.rsplit(" ", 1) for line in text.splitlines() if not line.startswith("#"))

@@ -18,6 +18,7 @@ import msgspec
 import pytest
 
 from loadtest import generator
+from loadtest.histograms import METRICS_TOKEN_ENV
 from loadtest.launch import rate_limit_overrides
 from loadtest.record import BenchResults
 from loadtest.results import PublishResult
@@ -32,6 +33,7 @@ from tests.services import (
 
 REPO = Path(__file__).resolve().parents[2]
 PAID_KIND, PRICE = 4242, 10
+METRICS_TOKEN = secrets.token_hex(16)
 
 
 def assert_sane(errors: dict[str, int], latency: LatencySummary) -> None:
@@ -141,6 +143,8 @@ def paid_stack(
             "RELAY_PRICING": f"{PAID_KIND}:{PRICE}",
             "DASSIE_RPC_URL": ledger.url,
             "DASSIE_RPC_TOKEN": ledger.token,
+            # /metrics is never open: the bench sends this token (loadtest/histograms.py)
+            METRICS_TOKEN_ENV: METRICS_TOKEN,
             **rate_limit_overrides(),
         }
         relay = RelayProcess(env, workers=1, log_path=logs / "relay.log")
@@ -166,6 +170,7 @@ def test_bench_quick_writes_report_and_plot(
          "--skip", "broadcast,locust,profile", "--output", str(report), "--plot", str(plot),
          "--results-json", str(raw)],
         cwd=REPO, capture_output=True, text=True, timeout=110, check=False,
+        env={**os.environ, METRICS_TOKEN_ENV: METRICS_TOKEN},
     )  # fmt: skip
     assert completed.returncode == 0, completed.stdout[-4000:] + completed.stderr[-2000:]
     results = msgspec.json.decode(raw.read_bytes(), type=BenchResults)

@@ -3,14 +3,17 @@
 1. decode   - done before this module: the connection's read loop turns the frame into an
               `EventCommand` (cluster/nostr/messages.py: size first, then msgspec), or answers a
               refusal itself.
-2. admit    - at most `limits.max_inflight_events` EVENTs of one connection are in flight, and
+2. admit    - a connection that sent many invalid EVENTs waits a little before each next one;
+              at most `limits.max_inflight_events` EVENTs of one connection are in flight, and
               each takes its place in the connection's line (cluster/relay/ordering.py), so they
               are checked concurrently but reach the writer in the order the client sent them
-              (a client's increasing payment nonces are charged in order). Per-connection and
-              per-address budgets belong here, before any costly work.
+              (a client's increasing payment nonces are charged in order); then the event counts
+              against its address's budget (every EVENT, valid or not, before any costly work).
 3. verify   - hex shapes, id = sha256 of the canonical serialisation, BIP-340 signature.
 4. policies - the worker's write policies (cluster/relay/policies.py), then access: NIP-42 AUTH,
-              NIP-13 proof of work, NIP-70, rate limits (cluster/relay/access.py).
+              NIP-13 proof of work, NIP-70, the author's rate limit (cluster/relay/access.py).
+              An event refused by 3 or 4 is a strike against its connection and address: too
+              many and the connection is closed with 1008.
 5. payment  - priced kinds: the claim is verified against the channel state
               (cluster/payments/gate.py); ephemeral events skip 5 and 6 (never stored).
 6. commit   - the event (and its charge) joins its lane's next group commit
@@ -25,8 +28,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+
+from aiohttp import WSCloseCode
 
 from cluster import metrics
 from cluster.nostr.event import Event, encode_event, verify
@@ -54,12 +60,17 @@ OUTCOME_ANSWERS: dict[SaveOutcome, tuple[bool, str]] = {
     ),
 }
 NOT_STORED = f"{Prefix.ERROR}: could not store the event, retry"
+TOO_MANY_INVALID = "too many invalid events"
 INTERNAL_ERROR = f"{Prefix.ERROR}: internal error while processing the event"
 
 
 async def handle_event(connection: Connection, command: EventCommand) -> None:
-    """Stage 2, admit: wait for an in-flight slot (backpressure on the read loop), take a place
-    in line, and run the rest concurrently with the connection's next messages."""
+    """Stage 2, admit: wait out an invalid-event penalty and for an in-flight slot (both hold
+    the read loop: backpressure on the client), take a place in line, and run the rest
+    concurrently with the connection's next messages."""
+    penalty = connection.context.access.invalid_penalty(connection.access)
+    if penalty:
+        await asyncio.sleep(penalty)
     await connection.inflight.acquire()
     place = connection.line.join()
     connection.spawn(_run(connection, command.event, place))
@@ -80,13 +91,20 @@ async def process(connection: Connection, event: Event, place: Place) -> None:
     """Stages 3 to 8 for one admitted event."""
     started = time.perf_counter()
     context = connection.context
-    rejection = (
-        verify(event)  # 3
-        or first_rejection(context.policies, event, int(time.time()))  # 4
-        or await context.access.check_write(connection.access, event)
-    )
+    rejection = await context.access.admit_event(connection.access)  # 2: the address's budget
+    if rejection is not None:
+        connection.refuse_event(event.id, rejection)
+        return
+    rejection = verify(event) or first_rejection(context.policies, event, int(time.time()))  # 3, 4
     if rejection is not None:
         connection.refuse_event(event.id, rejection)  # 7
+        if await context.access.note_invalid(connection.access):
+            await connection.flush(1.0)  # the client reads its last OK, then the close
+            connection.abort(WSCloseCode.POLICY_VIOLATION, TOO_MANY_INVALID)
+        return
+    rejection = await context.access.check_write(connection.access, event)  # 4: access
+    if rejection is not None:
+        connection.refuse_event(event.id, rejection)
         return
     event_json = encode_event(event)
     if event.is_ephemeral:

@@ -1,4 +1,5 @@
-"""Who the client is behind proxies, and that a forwarded address is never exempt."""
+"""Who the client is behind proxies (a forwarded address is never exempt), and what invalid
+EVENTs cost a client."""
 
 from __future__ import annotations
 
@@ -38,3 +39,26 @@ def test_the_shipped_defaults_trust_and_exempt_loopback_only() -> None:
     limits = load_settings(None, env={}).rate_limits
     assert limits.exempt == ["127.0.0.0/8", "::1/128"]
     assert all(entry.startswith(("127.", "::1")) for entry in limits.trusted_proxies)
+
+
+async def test_invalid_events_slow_a_connection_then_close_it() -> None:
+    settings = load_settings(
+        None,
+        env={
+            "RELAY_RATE_LIMITS__EXEMPT": "[]",
+            "RELAY_RATE_LIMITS__INVALID_EVENTS_PER_CONNECTION": "20",
+        },
+    )
+    access = AccessControl(settings, limiter=None)
+    state = access.state_for("198.51.100.7")
+    verdicts = [await access.note_invalid(state) for _ in range(21)]
+    assert verdicts == [False] * 20 + [True]
+    assert access.invalid_penalty(access.state_for("198.51.100.8")) == 0.0
+    assert 0.0 < access.invalid_penalty(state) <= 1.0
+
+
+async def test_exempt_clients_are_never_slowed_or_closed_for_invalid_events() -> None:
+    access = AccessControl(load_settings(None, env={}), limiter=None)
+    state = access.state_for("127.0.0.1")
+    assert not any([await access.note_invalid(state) for _ in range(500)])
+    assert access.invalid_penalty(state) == 0.0
