@@ -25,6 +25,7 @@ from tests.services import (
     drop_database,
     postgres_reachable,
     redis_reachable,
+    running_ledger,
     unique_name,
 )
 
@@ -146,14 +147,8 @@ def start_relay(relay_env: dict[str, str], tmp_path: Path) -> Iterator[RelayStar
 @pytest.fixture(scope="module")
 def ledger(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LedgerProcess]:
     """One ledger node per test module, sharing the session database (schema `ledger`)."""
-    process = LedgerProcess(
-        database_url, tmp_path_factory.mktemp("ledger") / "ledger.log", token=LEDGER_TOKEN
-    )
-    process.start()
-    try:
-        yield process
-    finally:
-        process.stop()
+    with running_ledger(database_url, tmp_path_factory.mktemp("ledger") / "ledger.log") as node:
+        yield node
 
 
 @pytest.fixture

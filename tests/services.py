@@ -7,6 +7,7 @@ be reached or started fails the run with the reason.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -15,7 +16,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -268,3 +269,14 @@ class LedgerProcess:
     def stop(self) -> None:
         if self.process is not None:
             terminate(self.process, signal.SIGTERM, 10.0)
+
+
+@contextlib.contextmanager
+def running_ledger(database_url: str, log_path: Path) -> Iterator[LedgerProcess]:
+    """A ledger node on `database_url` (schema `ledger`) for the length of the block."""
+    process = LedgerProcess(database_url, log_path, token=LEDGER_TOKEN)
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()

@@ -24,7 +24,13 @@ from cluster.services.ports import free_port
 from cluster.store.migrations import apply_migrations
 from cluster.store.payments import dead_letters
 from tests.services import LEDGER_TOKEN as TOKEN
-from tests.services import LedgerProcess, create_database, drop_database, unique_name
+from tests.services import (
+    LedgerProcess,
+    create_database,
+    drop_database,
+    running_ledger,
+    unique_name,
+)
 
 SENDER = "5e" * 32
 
@@ -42,14 +48,8 @@ async def outbox_db(postgres_server_url: str) -> AsyncIterator[str]:
 
 @pytest.fixture(scope="module")
 def node(outbox_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LedgerProcess]:
-    process = LedgerProcess(
-        outbox_db, tmp_path_factory.mktemp("ledger") / "ledger.log", token=TOKEN
-    )
-    process.start()
-    try:
+    with running_ledger(outbox_db, tmp_path_factory.mktemp("ledger") / "ledger.log") as process:
         yield process
-    finally:
-        process.stop()
 
 
 @pytest.fixture
