@@ -13,7 +13,6 @@ import pytest
 from cluster.services.ports import free_port
 from cluster.services.postgres import PostgresServer
 from cluster.services.redis import RedisServer
-from cluster.store.migrations import apply_migrations
 from tests.services import (
     DEFAULT_PG,
     DEFAULT_REDIS,
@@ -21,8 +20,7 @@ from tests.services import (
     LedgerProcess,
     RelayProcess,
     RelayStarter,
-    create_database,
-    drop_database,
+    migrated_database,
     postgres_reachable,
     redis_reachable,
     running_ledger,
@@ -88,13 +86,8 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="session")
 async def database_url(postgres_server_url: str) -> AsyncIterator[str]:
     """A fresh, migrated database for this session, dropped at the end."""
-    name = unique_name("relay_test")
-    url = create_database(postgres_server_url, name)
-    await apply_migrations(url)
-    try:
+    async with migrated_database(postgres_server_url, "relay_test") as url:
         yield url
-    finally:
-        drop_database(postgres_server_url, name)
 
 
 @pytest.fixture(scope="session")

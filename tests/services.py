@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ import psycopg
 import redis
 
 from cluster.services.ports import free_port, kill_group, signal_group, terminate
+from cluster.store.migrations import apply_migrations
 
 LEDGER_TOKEN = secrets.token_hex(24)
 """The bearer token of every ledger node the tests start."""
@@ -280,3 +281,15 @@ def running_ledger(database_url: str, log_path: Path) -> Iterator[LedgerProcess]
         yield process
     finally:
         process.stop()
+
+
+@contextlib.asynccontextmanager
+async def migrated_database(server_url: str, stem: str) -> AsyncIterator[str]:
+    """A fresh database on the server, migrated, dropped when the block ends."""
+    name = unique_name(stem)
+    url = create_database(server_url, name)
+    try:
+        await apply_migrations(url)
+        yield url
+    finally:
+        drop_database(server_url, name)

@@ -19,7 +19,7 @@ import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType
 
@@ -54,8 +54,6 @@ _serials = itertools.count()
 SLOW_CLIENT_REASON = "Cannot keep up with event stream"
 STALLED_REASON = "Not reading: nothing written out within the drain timeout"
 HARD_CAP_FACTOR = 16
-
-T = TypeVar("T")
 
 
 Dispatcher = Callable[["Connection", Command], Awaitable[None]]

@@ -72,7 +72,7 @@ def create_pool(
     """The query pool (REQ, COUNT, pricing, purge), not yet open: `await pool.open()` later.
 
     Autocommit is on so reads never sit in an open transaction; a batch of events is saved by one
-    statement, which is then its own transaction (EventStore.save_many relies on this).
+    statement, which is then its own transaction (PostgresBatchSaver relies on this).
     The statement timeout (database.query_timeout_ms) is set per session so one bad query cannot
     pin the pool. Parallel query is off for these sessions (SESSION_OPTIONS). With `warm`, each
     new connection runs the common REQ shapes once before it serves (cluster/store/warmup.py).

@@ -76,16 +76,28 @@ EVENT_ROW_COLUMNS = ", ".join(EventRow._fields)
 """The column list for `COPY events (...)` of `event_row` rows (bulk loads, the bench)."""
 
 
+def storable(event: Event) -> tuple[str | None, int | None, list[str]]:
+    """(address, expires_at, tag values) as PostgreSQL stores them: text it can hold
+    (`pg_text`). Shared by the batch save and the bulk COPY, so both store the same values."""
+    address = event.address
+    return (
+        None if address is None else pg_text(address),
+        event.expiration,
+        [pg_text(value) for value in event.indexed_tags()],
+    )
+
+
 def event_row(event: Event, raw: str) -> EventRow:
-    """The stored form of an event: ids as bytes, text PostgreSQL can hold (`pg_text`)."""
+    """The stored form of an event: ids as bytes, the rest as `storable` makes it."""
+    address, expires_at, tagvalues = storable(event)
     return EventRow(
         bytes.fromhex(event.id),
         bytes.fromhex(event.pubkey),
         event.created_at,
         event.kind,
-        None if event.address is None else pg_text(event.address),
-        event.expiration,
-        [pg_text(value) for value in event.indexed_tags()],
+        address,
+        expires_at,
+        tagvalues,
         raw,
     )
 
@@ -121,17 +133,17 @@ class SaveRow(msgspec.Struct, frozen=True):
 def save_row(request: SaveRequest) -> SaveRow:
     """The one place a request becomes what the SQL function reads."""
     event = request.event
+    address, expires_at, tagvalues = storable(event)
     delete_ids, delete_addresses = _deletion_targets(event)
-    address = event.address
     charge = request.payment
     row = SaveRow(
         id=event.id,
         pubkey=event.pubkey,
         created_at=event.created_at,
         kind=event.kind,
-        address=None if address is None else pg_text(address),
-        expires_at=event.expiration,
-        tagvalues=[pg_text(value) for value in event.indexed_tags()],
+        address=address,
+        expires_at=expires_at,
+        tagvalues=tagvalues,
         raw=request.raw,
         delete_ids=delete_ids,
         delete_addresses=delete_addresses,

@@ -21,13 +21,11 @@ from cluster.payments.dassie import DassieClient
 from cluster.payments.model import Currency, PaymentReason
 from cluster.payments.outbox import OutboxForwarder, retry_delay
 from cluster.services.ports import free_port
-from cluster.store.migrations import apply_migrations
 from cluster.store.payments import dead_letters
 from tests.services import LEDGER_TOKEN as TOKEN
 from tests.services import (
     LedgerProcess,
-    create_database,
-    drop_database,
+    migrated_database,
     running_ledger,
     unique_name,
 )
@@ -37,13 +35,8 @@ SENDER = "5e" * 32
 
 @pytest.fixture(scope="module")
 async def outbox_db(postgres_server_url: str) -> AsyncIterator[str]:
-    name = unique_name("relay_outbox")
-    url = create_database(postgres_server_url, name)
-    await apply_migrations(url)
-    try:
+    async with migrated_database(postgres_server_url, "relay_outbox") as url:
         yield url
-    finally:
-        drop_database(postgres_server_url, name)
 
 
 @pytest.fixture(scope="module")

@@ -20,10 +20,9 @@ from cluster.config import DatabaseSettings
 from cluster.nostr.event import Event, encode_event
 from cluster.nostr.signing import Signer
 from cluster.store.charges import Charge
-from cluster.store.migrations import apply_migrations
 from cluster.store.pool import create_pool
 from cluster.store.writer import PostgresBatchSaver, SaveRequest, save_row
-from tests.services import create_database, drop_database, unique_name
+from tests.services import migrated_database
 
 ROUNDS = 12
 SINGLE_SQL = "SELECT relay_save_event(" + ", ".join(["%s"] * 18) + ")"
@@ -31,15 +30,11 @@ SINGLE_SQL = "SELECT relay_save_event(" + ", ".join(["%s"] * 18) + ")"
 
 @pytest.fixture(scope="module")
 async def databases(postgres_server_url: str) -> AsyncIterator[tuple[str, str]]:
-    names = [unique_name("batches"), unique_name("reference")]
-    urls = [create_database(postgres_server_url, name) for name in names]
-    for url in urls:
-        await apply_migrations(url)
-    try:
-        yield urls[0], urls[1]
-    finally:
-        for name in names:
-            drop_database(postgres_server_url, name)
+    async with (
+        migrated_database(postgres_server_url, "batches") as batch_url,
+        migrated_database(postgres_server_url, "reference") as reference_url,
+    ):
+        yield batch_url, reference_url
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,10 @@ the REQ ends with CLOSED `error:`, so a client that does not read cannot hold ei
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 
 import psycopg
 from psycopg_pool import PoolTimeout
@@ -56,24 +58,10 @@ async def handle_req(connection: Connection, command: ReqCommand) -> None:
     sent_ids: set[str] = set()
     recent_ids: set[str] = set()
     now = int(time.time())
-    direct = _expected_rows(command) <= DIRECT_ROWS
     try:
         for attempt in range(2):
             try:
-                if direct:  # one prepared statement: the common, small REQ stays fast
-                    async with context.admission.slot(connection.access.rate_subject):
-                        stored = await context.store.query_rows(command.filters, now)
-                    completed = await _send_stored(
-                        connection, subscription, FetchedRows(stored), sent_ids, recent_ids,
-                        limits.req_stall_timeout,
-                    )  # fmt: skip
-                    break
-                async with (
-                    context.admission.slot(connection.access.rate_subject),
-                    context.store.stream_rows(
-                        command.filters, now, limits.max_rows_per_req
-                    ) as rows,
-                ):
+                async with _stored_rows(connection, command, now) as rows:
                     completed = await _send_stored(
                         connection, subscription, rows, sent_ids, recent_ids,
                         limits.req_stall_timeout,
@@ -109,6 +97,27 @@ async def handle_req(connection: Connection, command: ReqCommand) -> None:
         for event_id, message in held:
             if event_id not in sent_ids:
                 connection.send(message)
+
+
+@contextlib.asynccontextmanager
+async def _stored_rows(
+    connection: Connection, command: ReqCommand, now: int
+) -> AsyncIterator[RowCursor | FetchedRows]:
+    """The REQ's stored rows, under a query slot of the worker's admission.
+
+    A small REQ (at most DIRECT_ROWS rows) is read in one prepared statement and gives its slot
+    and connection back before the rows are sent; a larger one keeps both for its cursor.
+    """
+    context = connection.context
+    slot = context.admission.slot(connection.access.rate_subject)
+    if _expected_rows(command) <= DIRECT_ROWS:
+        async with slot:
+            stored = await context.store.query_rows(command.filters, now)
+        yield FetchedRows(stored)
+        return
+    max_rows = context.settings.limits.max_rows_per_req
+    async with slot, context.store.stream_rows(command.filters, now, max_rows) as rows:
+        yield rows
 
 
 async def _send_stored(
