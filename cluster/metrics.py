@@ -8,6 +8,7 @@ app directly) the process-local registry is used.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import values as _values
 
@@ -30,9 +31,68 @@ class _Pid:
         return cls.value
 
 
+# How often a worker writes its buffered metric updates to its multiprocess file.
+FLUSH_INTERVAL = 0.5
+
+
+class _BufferedValue:
+    """A multiprocess value whose increments are summed in memory and written at a flush.
+
+    prometheus_client's multiprocess value takes a lock and writes the mmaped file on every
+    update, several per EVENT; here an update is one float addition, and `flush_values`
+    (every FLUSH_INTERVAL in each worker, and before this worker renders /metrics) writes each
+    changed value once. A worker that dies by SIGKILL loses at most that interval of counts.
+    """
+
+    _multiprocess = True
+    _mmaped: Any = None  # the MmapedValue class, chosen once MULTIPROC_ENV is known
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._inner = self._mmaped(*args, **kwargs)
+        self._pending = 0.0
+        self._queued = False
+
+    def inc(self, amount: float) -> None:
+        self._pending += amount
+        if not self._queued:
+            self._queued = True
+            _PENDING.append(self)
+
+    def set(self, value: float, timestamp: float | None = None) -> None:
+        self._pending = 0.0  # a set replaces what was added before it
+        self._inner.set(value, timestamp)
+
+    def get(self) -> float:
+        return float(self._inner.get()) + self._pending
+
+    def set_exemplar(self, exemplar: object) -> None:
+        return None
+
+    def get_exemplar(self) -> None:
+        return None
+
+    def flush(self) -> None:
+        self._queued = False
+        if self._pending:
+            pending, self._pending = self._pending, 0.0
+            self._inner.inc(pending)
+
+
+_PENDING: list[_BufferedValue] = []
+
+
+def flush_values() -> None:
+    """Write every buffered update to this process's multiprocess file."""
+    pending = list(_PENDING)
+    _PENDING.clear()
+    for value in pending:
+        value.flush()
+
+
 os.register_at_fork(after_in_child=_Pid.refresh)
 if os.environ.get(MULTIPROC_ENV):
-    _values.ValueClass = _values.MultiProcessValue(process_identifier=_Pid.get)  # type: ignore[no-untyped-call]
+    _BufferedValue._mmaped = _values.MultiProcessValue(process_identifier=_Pid.get)  # type: ignore[no-untyped-call]
+    _values.ValueClass = _BufferedValue
 
 from prometheus_client import (  # noqa: E402 (the value class must be chosen first)
     CONTENT_TYPE_LATEST,
@@ -104,6 +164,7 @@ def ok_prefix(message: str) -> str:
 
 def render() -> tuple[bytes, str]:
     if os.environ.get(MULTIPROC_ENV):
+        flush_values()  # this worker's own figures are current; the others' within FLUSH_INTERVAL
         registry = CollectorRegistry()
         _multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -6,11 +6,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
 
 import redis.asyncio as aioredis
 from aiohttp import web
 
+from cluster import metrics
 from cluster.bus.fanout import FanoutBus
 from cluster.config import Settings
 from cluster.payments.channels import ChannelStateCache
@@ -139,6 +141,18 @@ async def _start_payments(context: RelayContext, stack: contextlib.AsyncExitStac
     await context.pricing.refresh()
 
 
+@contextlib.asynccontextmanager
+async def _running(coroutine: Coroutine[Any, Any, None], name: str) -> AsyncIterator[None]:
+    """A background task for the app's lifetime, cancelled and awaited at cleanup."""
+    task = asyncio.create_task(coroutine, name=name)
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 async def _expiration_purger(app: web.Application) -> AsyncIterator[None]:
     """NIP-40: expired events are never served (SQL excludes them) and are deleted here."""
     store = app[CONTEXT_KEY].store
@@ -151,11 +165,21 @@ async def _expiration_purger(app: web.Application) -> AsyncIterator[None]:
             except Exception as exc:  # keep purging on the next round whatever happened
                 log.warning("expired-event purge failed: %s", exc)
 
-    task = asyncio.create_task(purge_forever(), name="expiration-purger")
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    async with _running(purge_forever(), "expiration-purger"):
+        yield
+
+
+async def _metrics_flusher(app: web.Application) -> AsyncIterator[None]:
+    """Buffered metric updates reach the instance's /metrics within metrics.FLUSH_INTERVAL."""
+
+    async def flush_forever() -> None:
+        while True:
+            await asyncio.sleep(metrics.FLUSH_INTERVAL)
+            metrics.flush_values()
+
+    async with _running(flush_forever(), "metrics-flusher"):
+        yield
+    metrics.flush_values()
 
 
 async def _drain_connections(app: web.Application) -> None:
@@ -178,6 +202,7 @@ def create_app(settings: Settings) -> web.Application:
     app[CONNECTIONS_KEY] = ConnectionRegistry()
     app.cleanup_ctx.append(_relay_context)
     app.cleanup_ctx.append(_expiration_purger)
+    app.cleanup_ctx.append(_metrics_flusher)
     app.on_shutdown.append(_drain_connections)
     add_routes(app)
     return app

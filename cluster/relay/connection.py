@@ -43,6 +43,7 @@ from cluster.nostr.rejection import Prefix, Rejection
 from cluster.relay.access import AccessState
 from cluster.relay.context import RelayContext
 from cluster.relay.deflate import ThresholdDeflateResponse
+from cluster.relay.idle import IdleWatchdog
 from cluster.relay.ordering import Line
 from cluster.relay.outbound import Outbound, Stalled
 from cluster.relay.subscriptions import Subscription
@@ -276,16 +277,24 @@ class Connection:
 
     async def read_loop(self) -> None:
         """Decode each message and dispatch it, in the order the client sent them."""
+        watchdog = IdleWatchdog(self.context.settings.network.idle_timeout, self._idle)
+        try:
+            await self._read_messages(watchdog)
+        finally:
+            watchdog.cancel()
+
+    def _idle(self) -> bool:
+        """Nothing received for the idle timeout: close, unless subscriptions are open."""
+        if self.subscriptions:
+            return False
+        self.abort(WSCloseCode.GOING_AWAY, "idle timeout")
+        return True
+
+    async def _read_messages(self, watchdog: IdleWatchdog) -> None:
         ws = self.ws
-        idle_timeout = self.context.settings.network.idle_timeout
         while not self._closing:
-            try:
-                msg = await ws.receive(timeout=idle_timeout)
-            except TimeoutError:
-                if self.subscriptions:
-                    continue
-                self.abort(WSCloseCode.GOING_AWAY, "idle timeout")
-                break
+            msg = await ws.receive()
+            watchdog.touch()
             if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
                 break
             if msg.type == WSMsgType.ERROR:

@@ -137,10 +137,10 @@ async def check_payment(context: RelayContext, event: Event) -> PaidClaim | Reje
     if context.payments is None:
         return None
     started = time.perf_counter()
-    try:
-        return await context.payments.check(event)
-    finally:
+    paid = await context.payments.check(event)
+    if paid is not None:  # free kinds are not payment verifications (nor worth a histogram update)
         metrics.PAYMENT_VERIFICATION.observe(time.perf_counter() - started)
+    return paid
 
 
 async def commit(
