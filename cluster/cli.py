@@ -144,6 +144,15 @@ def cmd_publish(args: argparse.Namespace) -> int:
     return 0 if accepted else 1
 
 
+def cmd_admin(args: argparse.Namespace) -> int:
+    """NIP-86: one management call, NIP-98 signed; prints the JSON-RPC answer."""
+    from cluster.tools.admin import call
+
+    status, answer = asyncio.run(call(args.relay, args.secret, args.method, list(args.params)))
+    print(json.dumps(answer))
+    return 0 if status == 200 and not answer.get("error") else 1
+
+
 def cmd_env(args: argparse.Namespace) -> int:
     """Print `export` lines for the services of a running `up`, for `eval "$(...)"`."""
     data_dir = Path(args.data_dir)
@@ -165,6 +174,113 @@ def cmd_env(args: argparse.Namespace) -> int:
         if value and "*" not in value:  # masked URLs (external services) are not exported
             print(f"export {name}={shlex.quote(value)}")
     return 0
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    """NIP-77 sync with a remote relay (cluster/tools/sync.py, docs/SYNC.md)."""
+    from cluster.tools.sync import SyncError, parse_filter_argument, print_progress, run_sync
+
+    settings = _load(args)
+    if not settings.database.url:
+        raise ConfigError("database.url is not set: export DATABASE_URL=postgresql://...")
+    local_url = args.local or os.environ.get("RELAY_URL") or settings.relay_url
+    try:
+        report = asyncio.run(
+            run_sync(
+                remote_url=args.relay,
+                local_url=local_url,
+                database_url=settings.database.url,
+                flt=parse_filter_argument(args.filter),
+                direction=args.direction,
+                batch=args.batch,
+                progress=print_progress,
+            )
+        )
+    except SyncError as exc:
+        print(f"relay-cluster sync: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps({"downloaded": report.downloaded, "uploaded": report.uploaded}))
+    return 0
+
+
+def _add_sync_command(commands: Any) -> None:
+    sync = commands.add_parser("sync", help="NIP-77: exchange missing events with a relay")
+    sync.add_argument("--relay", required=True, help="the remote relay (ws:// or wss://)")
+    sync.add_argument("--filter", default="{}", help="one NIP-01 filter as JSON (default: all)")
+    sync.add_argument("--direction", choices=["down", "up", "both"], default="both")
+    sync.add_argument("--local", help="this cluster's URL (default: $RELAY_URL, else config)")
+    sync.add_argument("--batch", type=int, default=100, help="events per REQ / upload batch")
+    sync.set_defaults(func=cmd_sync)
+
+
+def _database_settings(args: argparse.Namespace) -> Settings:
+    settings = _load(args)
+    if not settings.database.url:
+        raise ConfigError("database.url is not set: export DATABASE_URL=postgresql://...")
+    return settings
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Stored events as JSON lines (cluster/tools/jsonl.py)."""
+    from cluster.nostr.filters import FilterError, FilterLimits, parse_filter
+    from cluster.tools.jsonl import export_events
+
+    settings = _database_settings(args)
+    try:
+        flt = parse_filter(json.loads(args.filter), FilterLimits(max_values=1_000_000))
+    except (ValueError, FilterError) as exc:
+        raise ConfigError(f"--filter: {exc}") from exc
+    written = asyncio.run(export_events(settings.database.url, flt, args.output))
+    print(json.dumps({"exported": written}), file=sys.stderr)
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """Verify and store JSON-lines events (cluster/tools/jsonl.py)."""
+    from cluster.tools.jsonl import import_events
+
+    settings = _database_settings(args)
+    outcomes = asyncio.run(import_events(settings.database, args.source, args.batch))
+    print(json.dumps(outcomes))
+    return 0
+
+
+def cmd_stream(args: argparse.Namespace) -> int:
+    """Mirror an upstream relay live into this cluster (cluster/tools/stream.py)."""
+    from cluster.tools.stream import run_stream
+    from cluster.tools.sync import SyncError, parse_filter_argument, print_progress
+
+    settings = _load(args)
+    local_url = args.local or os.environ.get("RELAY_URL") or settings.relay_url
+    try:
+        flt = parse_filter_argument(args.filter)
+    except SyncError as exc:
+        raise ConfigError(str(exc)) from exc
+    try:
+        asyncio.run(
+            run_stream(
+                upstream_url=args.relay, local_url=local_url, flt=flt, progress=print_progress
+            )
+        )
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+def _add_jsonl_commands(commands: Any) -> None:
+    stream = commands.add_parser("stream", help="follow a relay live and store what it sends")
+    stream.add_argument("--relay", required=True, help="the upstream relay (ws:// or wss://)")
+    stream.add_argument("--filter", default="{}", help="one NIP-01 filter as JSON (default: all)")
+    stream.add_argument("--local", help="this cluster's URL (default: $RELAY_URL, else config)")
+    stream.set_defaults(func=cmd_stream)
+    export = commands.add_parser("export", help="write stored events as JSON lines (.gz: gzip)")
+    export.add_argument("--filter", default="{}", help="one NIP-01 filter as JSON (limit ignored)")
+    export.add_argument("--output", default="-", help="file (*.gz compressed) or - for stdout")
+    export.set_defaults(func=cmd_export)
+    importing = commands.add_parser("import", help="verify and store events from JSON lines")
+    importing.add_argument("source", help="file (*.gz compressed) or - for stdin")
+    importing.add_argument("--batch", type=int, default=500, help="events per transaction")
+    importing.set_defaults(func=cmd_import)
 
 
 def _add_payment_commands(commands: Any) -> None:
@@ -240,6 +356,14 @@ def build_parser() -> argparse.ArgumentParser:
     env.add_argument("--data-dir", default=".data")
     env.set_defaults(func=cmd_env)
     _add_payment_commands(commands)
+    _add_sync_command(commands)
+    _add_jsonl_commands(commands)
+    admin = commands.add_parser("admin", help="NIP-86: call a relay management method")
+    admin.add_argument("--relay", default="ws://127.0.0.1:8080")
+    admin.add_argument("--secret", required=True, help="an admin.pubkeys secret key (64 hex)")
+    admin.add_argument("method", help="e.g. banpubkey, listbannedpubkeys, allowkind, blockip")
+    admin.add_argument("params", nargs="*", help="the method's params, as strings")
+    admin.set_defaults(func=cmd_admin)
     return parser
 
 

@@ -117,6 +117,12 @@ class LimitSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Largest WebSocket message accepted."""
     max_subscriptions: Positive = 20
     """Open subscriptions per connection."""
+    max_subscriptions_per_address: NonNegative = 200
+    """Open subscriptions of one client address in one worker, across its connections; 0: no
+    limit but the per-connection one."""
+    max_wide_filters_per_address: NonNegative = 20
+    """Filters without ids, authors or tags (kinds only, or nothing: matched against most
+    incoming events) that one client address may hold open in one worker; 0: no limit."""
     max_filters: Positive = 10
     """Filters per REQ or COUNT."""
     max_filter_values: Positive = 1000
@@ -222,6 +228,20 @@ class RateLimitSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True)
     invalid_events_per_connection: NonNegative = 100
     """Invalid EVENTs one connection may send in all before it is closed (after the first ten,
     each further EVENT waits a little longer: the client is slowed first); 0 disables."""
+    handshakes_per_second_per_ip: NonNegative = 10
+    """WebSocket handshakes and HTTP requests one client IP may start per second, counted by the
+    nginx that `relay-cluster up` runs (five seconds' worth may come at once; past it nginx
+    answers 429 itself, so a reconnect storm costs the relay workers nothing); addresses in
+    `exempt` are not counted; 0 disables. The shipped compose and Akash nginx files use 10."""
+    messages_per_second_per_ip: NonNegative = 100
+    """Messages of any kind one client IP may send per second to one worker, each costing 1
+    plus 1 per whole 4 KiB (two seconds' worth may come at once); past it the worker stops
+    reading that address's sockets until its budget refills (cluster/relay/budgets.py); 0
+    disables. Keep it above events_per_minute_per_ip / 60 plus the REQs and CLOSEs clients send."""
+    query_cost_per_minute_per_ip: NonNegative = 600_000
+    """Estimated database rows the REQs and COUNTs of one client IP may touch per minute in one
+    worker (cluster/nostr/filter_cost.py); past it they are refused `rate-limited:`, and one
+    costing more than this alone `blocked:`; 0 disables."""
     trusted_proxies: list[str] = msgspec.field(default_factory=_default_trusted_proxies)
     """Peers (IPs or CIDRs) whose X-Forwarded-For is believed: the proxies in front (nginx)."""
     fallback_workers: Positive = 8
@@ -260,6 +280,55 @@ class LogSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Lowest level written."""
 
 
+class SearchSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    config: Annotated[str, Meta(pattern=r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?$")] = "simple"
+    """PostgreSQL text search configuration of NIP-50 search (`simple`: no stemming, right
+    for notes in every language; `english`, `german`, ...: stemmed). The search index is built
+    for one: after changing this, rebuild it with `python -m cluster.store.search` (until then
+    searches are right but slow)."""
+
+
+class NegentropySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """NIP-77 set reconciliation (cluster/relay/verbs/negentropy.py, docs/SYNC.md)."""
+
+    enabled: bool = True
+    """Answer NEG-OPEN (and list 77 in NIP-11); off: NEG-* is answered NEG-ERR `blocked:`."""
+    max_sessions_per_connection: Positive = 4
+    """Open reconciliations one connection may hold; one more is answered NEG-ERR `blocked:`."""
+    max_items: Positive = 1_000_000
+    """Most stored events one reconciliation covers (72 bytes each in memory while it is open);
+    a filter matching more is answered NEG-ERR `blocked:` with this number."""
+    max_worker_items: Positive = 2_000_000
+    """Items all open reconciliations of one worker may hold together (about 144 MB); past it a
+    NEG-OPEN is answered `rate-limited:` until others finish."""
+    frame_size_limit: Annotated[int, Meta(ge=4096)] = 60_000
+    """Largest negentropy message the relay sends, in bytes before hex (as strfry)."""
+    idle_timeout: Seconds = 60.0
+    """Seconds a reconciliation may wait for the client's next NEG-MSG before NEG-ERR `closed:`."""
+    query_timeout_ms: Positive = 10_000
+    """Statement timeout of the item list query of one NEG-OPEN."""
+
+
+class AdminSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    pubkeys: list[str] = msgspec.field(default_factory=list)
+    """Hex pubkeys of the operators: NIP-86 management calls and the dashboard are authorised
+    by NIP-98 events signed by one of them (RELAY_ADMIN__PUBKEYS='["<hex>"]')."""
+    token: str = ""
+    """A bearer token that also opens the dashboard (for operators without a NIP-07 signer);
+    empty: NIP-98 only. At least 32 characters when set."""
+
+    def __post_init__(self) -> None:
+        for key in self.pubkeys:
+            if (
+                len(key) != 64
+                or key != key.lower()
+                or any(c not in "0123456789abcdef" for c in key)
+            ):
+                raise ValueError(f"admin.pubkeys: '{key}' is not a 64-character lowercase hex key")
+        if self.token and len(self.token) < 32:
+            raise ValueError("admin.token must be at least 32 characters")
+
+
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     network: NetworkSettings = NetworkSettings()
     database: DatabaseSettings = DatabaseSettings()
@@ -273,6 +342,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     rate_limits: RateLimitSettings = RateLimitSettings()
     auth: AuthSettings = AuthSettings()
     policy: PolicySettings = PolicySettings()
+    search: SearchSettings = SearchSettings()
+    negentropy: NegentropySettings = NegentropySettings()
+    admin: AdminSettings = AdminSettings()
 
     def __post_init__(self) -> None:
         if self.pricing.any_priced and not self.dassie.url:

@@ -32,7 +32,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import msgspec
+
 from cluster.services.shape import choose_shape, usable_cores
+from loadtest.abuse import AbuseResult
 from loadtest.errors import LoadTestError
 from loadtest.files import DEFAULT_PAID_KIND
 from loadtest.launch import PAID_PRICE, BenchCluster, free_port, rate_limit_overrides
@@ -153,6 +156,25 @@ def rerender(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_abuse(plan: Plan, work: Path) -> AbuseResult | None:
+    """The abuse suite on a cluster of its own (its limits on), in its own process."""
+    out = work / "abuse.json"
+    command = [
+        sys.executable, "-m", "loadtest.abuse",
+        "--duration", str(plan.abuse_duration),
+        "--attackers", str(plan.abuse_attackers),
+        "--fill", str(plan.abuse_fill),
+        "--json-out", str(out),
+    ]  # fmt: skip
+    timeout = 4 * plan.abuse_duration + 300
+    try:
+        subprocess.run(command, check=True, timeout=timeout, stdout=subprocess.DEVNULL)
+        return msgspec.json.decode(out.read_bytes(), type=AbuseResult)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
+        log(f"abuse suite failed: {exc}")
+        return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.from_results:
@@ -220,6 +242,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         results.shapes = measure_shapes(
             parse_shapes(",".join(plan.shapes)), plan.shape_rates, plan.shape_duration, work
         )
+    if "abuse" not in skip and not args.url and results.failed is None:
+        log("abuse: a legitimate client with and without attackers beside it (loadtest.abuse)")
+        results.abuse = run_abuse(plan, work)
     results.elapsed_s = round(time.monotonic() - started, 1)
     results.command = command
     results.finished_at = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")

@@ -19,6 +19,7 @@ SCENARIOS = (
     "profile",
     "matching",
     "shapes",
+    "abuse",
 )
 """Names `--skip` accepts."""
 
@@ -70,6 +71,9 @@ class Plan(msgspec.Struct, kw_only=True):
     shapes: list[str] = msgspec.field(default_factory=lambda: ["1x1", "2x1", "2x2"])
     shape_rates: list[float] = msgspec.field(default_factory=lambda: [1000, 2000])
     shape_duration: float = 15
+    abuse_duration: float = 20
+    abuse_attackers: int = 2
+    abuse_fill: int = 20_000
 
     @classmethod
     def quick(cls) -> Plan:
@@ -119,4 +123,7 @@ class Plan(msgspec.Struct, kw_only=True):
             shapes=["1x1"],
             shape_rates=[50],
             shape_duration=1,
+            abuse_duration=2,
+            abuse_attackers=1,
+            abuse_fill=500,
         )

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import msgspec
 
+from loadtest.abuse import AbuseResult
 from loadtest.bench_matching import MatchingRow
 from loadtest.explain import ExplainShape
 from loadtest.files import FillManifest
@@ -55,6 +56,7 @@ class BenchResults(msgspec.Struct, kw_only=True, omit_defaults=True):
     profile_rate: float | None = None
     matching: list[MatchingRow] | None = None
     shapes: ShapesResult | None = None
+    abuse: AbuseResult | None = None
     elapsed_s: float = 0.0
     command: str = ""
     finished_at: str = ""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 
+from loadtest.abuse import render as render_abuse
 from loadtest.cells import errors, explained, mib, ms, sustainable, triple
 from loadtest.fill import FILL_AUTHORS
 from loadtest.machine import MachineInfo
@@ -340,12 +341,32 @@ REPRODUCE = [
 ]
 
 
+def abuse(results: BenchResults) -> Lines:
+    """The legitimate client with and without attackers (issue 13's targets beside it)."""
+    found = results.abuse
+    if found is None:
+        return []
+    return [
+        "## Under attack (loadtest.abuse)",
+        "",
+        f"A legitimate client publishes 100 events/s, receives them and queries every 0.5 s "
+        f"while {found.attackers} address(es) per shape run {', '.join(found.shapes)} "
+        "against a cluster of their own with every address limited (docs/RELIABILITY.md). "
+        "Targets with the attack: EVENT → OK p95 < 10 ms, REQ → EOSE p95 < 50 ms, delivery "
+        "p95 < 100 ms, no errors, nothing lost, no restarts, worker RSS < 400 MiB.",
+        "",
+        render_abuse(found),
+        "",
+    ]
+
+
 def render_markdown(results: BenchResults, machine: MachineInfo, command: str) -> str:
     lines = [
         *header(results, machine, command),
         *machine_load(results),
         *sweep(results),
         *shapes(results),
+        *abuse(results),
         *queries(results),
         *connections(results),
         *matching(results),

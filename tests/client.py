@@ -73,9 +73,11 @@ class RelayClient:
 
 
 @asynccontextmanager
-async def connect(url: str, **kwargs: Any) -> AsyncIterator[RelayClient]:
+async def connect(url: str, source: str | None = None, **kwargs: Any) -> AsyncIterator[RelayClient]:
+    """A client connection; `source` picks its loopback address (127.0.1.x: another client)."""
+    connector = None if source is None else aiohttp.TCPConnector(local_addr=(source, 0))
     async with (
-        aiohttp.ClientSession() as session,
+        aiohttp.ClientSession(connector=connector) as session,
         session.ws_connect(url, autoping=True, max_msg_size=8 << 20, **kwargs) as ws,
     ):
         yield RelayClient(ws)

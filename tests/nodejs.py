@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 JS_DIR = Path(__file__).parent / "js"
@@ -38,16 +39,19 @@ def ensure_node_modules() -> Path:
     return NOSTR_TOOLS_ESM
 
 
-def run_node(script: str, stdin: bytes = b"", timeout: float = 120.0) -> bytes:
+def run_node(
+    script: str, stdin: bytes = b"", timeout: float = 120.0, flags: Sequence[str] = ()
+) -> bytes:
     """Run an ES module `script` (source text) in tests/js and return its stdout.
 
     The script imports nostr-tools by file path, e.g.
     `import {Negentropy} from './node_modules/nostr-tools/lib/esm/nip77.js'`, since not every
-    module is in the package's export map.
+    module is in the package's export map. `flags` go to node, e.g.
+    `--experimental-websocket` for a global WebSocket (nostr-tools' Relay) on node 20.
     """
     ensure_node_modules()
     completed = subprocess.run(
-        ["node", "--input-type=module", "-e", script],
+        ["node", *flags, "--input-type=module", "-e", script],
         cwd=JS_DIR,
         input=stdin,
         capture_output=True,

@@ -8,6 +8,7 @@ import msgspec
 
 from cluster.nostr.event import MAX_KIND, MAX_TIMESTAMP, Event, is_lower_hex
 from cluster.nostr.rejection import Prefix
+from cluster.nostr.search import SEARCHABLE_KINDS, SearchError, SearchQuery, parse_search
 
 
 class FilterError(ValueError):
@@ -44,6 +45,7 @@ class Filter(msgspec.Struct, frozen=True, gc=False):
     since: int | None = None
     until: int | None = None
     limit: int = 500
+    search: SearchQuery | None = None  # NIP-50; stored results then come by relevance
 
     @property
     def can_match(self) -> bool:
@@ -74,6 +76,8 @@ class Filter(msgspec.Struct, frozen=True, gc=False):
                 len(tag) >= 2 and tag[0] == letter and tag[1] in values for tag in event.tags
             ):
                 return False
+        if self.search is not None:
+            return event.kind in SEARCHABLE_KINDS and self.search.matches(event.content)
         return True
 
 
@@ -102,8 +106,8 @@ def _timestamp(name: str, value: Any) -> int:
 def parse_filter(obj: Any, limits: FilterLimits) -> Filter:
     """Build a Filter from decoded JSON, refusing anything NIP-01 does not define.
 
-    Unknown fields are refused rather than ignored: silently ignoring e.g. a NIP-50 `search`
-    would answer a narrower question with a broader result.
+    Unknown fields are refused rather than ignored: silently ignoring one would answer a
+    narrower question with a broader result. `search` is NIP-50 (cluster/nostr/search.py).
     """
     if not isinstance(obj, dict):
         raise FilterError("a filter must be a JSON object")
@@ -112,6 +116,7 @@ def parse_filter(obj: Any, limits: FilterLimits) -> Filter:
     tags: list[tuple[str, frozenset[str]]] = []
     since = until = None
     limit = limits.default_limit
+    search = None
     for key, value in obj.items():
         if key == "ids":
             ids = _hex_set(key, value, limits)
@@ -138,6 +143,11 @@ def parse_filter(obj: Any, limits: FilterLimits) -> Filter:
             tags.append((key[1], frozenset(items)))
         elif key.startswith("#"):
             raise FilterError(f"'{key[:32]}': tag filters are '#' and one letter a-z or A-Z")
+        elif key == "search":
+            try:
+                search = parse_search(value)
+            except SearchError as exc:
+                raise FilterError(str(exc)) from None
         else:
             raise UnsupportedFilter(f"unsupported filter field '{key[:32]}'")
     return Filter(
@@ -148,4 +158,5 @@ def parse_filter(obj: Any, limits: FilterLimits) -> Filter:
         since=since,
         until=until,
         limit=limit,
+        search=search,
     )

@@ -1,4 +1,4 @@
-"""Client→relay message decoding and relay→client message encoding (NIP-01, NIP-42, NIP-45).
+"""Client→relay message decoding and relay→client message encoding (NIP-01, 42, 45, 77).
 
 Decoding returns a typed command or a typed refusal; it never raises for bad input, so the
 connection can answer and carry on.
@@ -6,6 +6,7 @@ connection can answer and carry on.
 
 from __future__ import annotations
 
+import binascii
 from typing import Any
 
 import msgspec
@@ -48,7 +49,43 @@ class AuthCommand(msgspec.Struct, frozen=True):
     event: Event
 
 
-Command = EventCommand | ReqCommand | CountCommand | CloseCommand | AuthCommand
+class NegOpenCommand(msgspec.Struct, frozen=True):
+    """NIP-77: open (or replace) reconciliation `sub_id` over one filter's stored events."""
+
+    sub_id: str
+    filter: Filter
+    message: bytes  # the client's initial negentropy message, hex-decoded
+
+
+class NegMsgCommand(msgspec.Struct, frozen=True):
+    sub_id: str
+    message: bytes
+
+
+class NegCloseCommand(msgspec.Struct, frozen=True):
+    sub_id: str
+
+
+class NegInvalidCommand(msgspec.Struct, frozen=True):
+    """A NEG-* message whose subscription id we could read but which cannot be acted on: the
+    handler answers NEG-ERR and ends that id's reconciliation (a command, not a refusal, so
+    the NEG verb module owns every NEG-ERR)."""
+
+    sub_id: str
+    rejection: Rejection
+
+
+Command = (
+    EventCommand
+    | ReqCommand
+    | CountCommand
+    | CloseCommand
+    | AuthCommand
+    | NegOpenCommand
+    | NegMsgCommand
+    | NegCloseCommand
+    | NegInvalidCommand
+)
 
 # ---- refusals (what to answer when a message cannot be acted on) ------------------------------
 
@@ -184,12 +221,70 @@ def _parse_close_message(message: list[Any], limits: MessageLimits) -> Command |
     return CloseCommand(sub_id)
 
 
+def _neg_sub_id(message: list[Any], limits: MessageLimits) -> str | Command | Refusal:
+    sub_id = _subscription_id(message, limits)
+    if isinstance(sub_id, ClosedRefusal):
+        return NegInvalidCommand(sub_id.sub_id, sub_id.rejection)  # too long: NEG-ERR, not CLOSED
+    return sub_id
+
+
+def _neg_payload(sub_id: str, text: Any) -> bytes | NegInvalidCommand:
+    """The hex-encoded negentropy message (NIP-77), at least its version byte."""
+    if not isinstance(text, str) or not text:
+        return NegInvalidCommand(sub_id, invalid("negentropy message must be a hex string"))
+    try:
+        return binascii.unhexlify(text)
+    except (binascii.Error, ValueError):
+        return NegInvalidCommand(sub_id, invalid("negentropy message is not valid hex"))
+
+
+def _parse_neg_open_message(message: list[Any], limits: MessageLimits) -> Command | Refusal:
+    sub_id = _neg_sub_id(message, limits)
+    if not isinstance(sub_id, str):
+        return sub_id
+    if len(message) != 4:
+        reason = "NEG-OPEN takes a subscription id, one filter and a message"
+        return NegInvalidCommand(sub_id, invalid(reason))
+    try:
+        flt = parse_filter(message[2], limits.filters)
+    except FilterError as exc:
+        return NegInvalidCommand(sub_id, Rejection(exc.prefix, str(exc)))
+    payload = _neg_payload(sub_id, message[3])
+    if isinstance(payload, NegInvalidCommand):
+        return payload
+    return NegOpenCommand(sub_id, flt, payload)
+
+
+def _parse_neg_msg_message(message: list[Any], limits: MessageLimits) -> Command | Refusal:
+    sub_id = _neg_sub_id(message, limits)
+    if not isinstance(sub_id, str):
+        return sub_id
+    if len(message) != 3:
+        return NegInvalidCommand(sub_id, invalid("NEG-MSG takes a subscription id and a message"))
+    payload = _neg_payload(sub_id, message[2])
+    if isinstance(payload, NegInvalidCommand):
+        return payload
+    return NegMsgCommand(sub_id, payload)
+
+
+def _parse_neg_close_message(message: list[Any], limits: MessageLimits) -> Command | Refusal:
+    sub_id = _neg_sub_id(message, limits)
+    if not isinstance(sub_id, str):
+        return sub_id
+    if len(message) != 2:
+        return NegInvalidCommand(sub_id, invalid("NEG-CLOSE takes exactly one subscription id"))
+    return NegCloseCommand(sub_id)
+
+
 _PARSERS = {
     "EVENT": _parse_event_message,
     "REQ": _parse_req_message,
     "COUNT": _parse_count_message,
     "CLOSE": _parse_close_message,
     "AUTH": _parse_auth_message,
+    "NEG-OPEN": _parse_neg_open_message,
+    "NEG-MSG": _parse_neg_msg_message,
+    "NEG-CLOSE": _parse_neg_close_message,
 }
 
 # ---- relay → client -------------------------------------------------------------------------
@@ -211,8 +306,28 @@ def notice_message(message: str) -> bytes:
     return orjson.dumps(["NOTICE", message])
 
 
-def count_message(sub_id: str, count: int) -> bytes:
-    return orjson.dumps(["COUNT", sub_id, {"count": count}])
+def count_message(
+    sub_id: str, count: int, hll: str | None = None, *, approximate: bool = False
+) -> bytes:
+    """NIP-45's answer; `hll` (512 hex digits) and `approximate` only when they apply."""
+    answer: dict[str, object] = {"count": count}
+    if approximate:
+        answer["approximate"] = True
+    if hll is not None:
+        answer["hll"] = hll
+    return orjson.dumps(["COUNT", sub_id, answer])
+
+
+def neg_msg_message(sub_id: str, message: bytes) -> bytes:
+    """NIP-77 NEG-MSG: the negentropy message, hex-encoded."""
+    return orjson.dumps(["NEG-MSG", sub_id, message.hex()])
+
+
+def neg_err_message(sub_id: str, reason: str, max_records: int | None = None) -> bytes:
+    """NIP-77 NEG-ERR; a `blocked:` answer may name the most records the relay will process."""
+    if max_records is None:
+        return orjson.dumps(["NEG-ERR", sub_id, reason])
+    return orjson.dumps(["NEG-ERR", sub_id, reason, max_records])
 
 
 def auth_challenge_message(challenge: str) -> bytes:

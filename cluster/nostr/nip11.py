@@ -10,8 +10,14 @@ from cluster.config import Settings
 Fee = dict[str, object]
 """One NIP-11 publication fee, e.g. {"kinds": [1], "amount": 10, "unit": "sats"}."""
 
-SUPPORTED_NIPS = [1, 9, 11, 13, 40, 42, 45, 70]
+SUPPORTED_NIPS = [1, 9, 11, 13, 40, 42, 45, 50, 62, 70, 86]
 SOFTWARE = "relay-cluster"
+
+
+def supported_nips(settings: Settings) -> list[int]:
+    """NIP-77 only while negentropy is enabled."""
+    nips = [*SUPPORTED_NIPS, 77] if settings.negentropy.enabled else list(SUPPORTED_NIPS)
+    return sorted(nips)
 
 
 def information_document(settings: Settings, fees: list[Fee] | None = None) -> dict[str, Any]:
@@ -22,7 +28,7 @@ def information_document(settings: Settings, fees: list[Fee] | None = None) -> d
     document: dict[str, Any] = {
         "name": info.name,
         "description": info.description,
-        "supported_nips": SUPPORTED_NIPS,
+        "supported_nips": supported_nips(settings),
         "software": SOFTWARE,
         "version": __version__,
         "limitation": {

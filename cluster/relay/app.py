@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
+import psycopg
 import redis.asyncio as aioredis
 from aiohttp import web
 
@@ -22,13 +23,17 @@ from cluster.payments.outbox import OutboxForwarder
 from cluster.payments.pricing import Pricing
 from cluster.relay.access import AccessControl
 from cluster.relay.admission import QueryAdmission
+from cluster.relay.budgets import AddressBudgets
 from cluster.relay.connection import ConnectionRegistry
 from cluster.relay.context import RelayContext, message_limits
+from cluster.relay.dashboard_snapshot import dashboard_publisher
 from cluster.relay.http import add_routes
 from cluster.relay.keys import CONNECTIONS_KEY, CONTEXT_KEY, SETTINGS_KEY
+from cluster.relay.management.http import management_context
 from cluster.relay.policies import default_policies
 from cluster.relay.ratelimit import ConnectionCounter, RateLimiter, redis_client
 from cluster.relay.subscriptions import SubscriptionIndex
+from cluster.store import search
 from cluster.store.events import EventStore
 from cluster.store.pool import create_pool, create_write_pool
 from cluster.store.writer import EventWriter, PostgresBatchSaver
@@ -90,6 +95,7 @@ async def _relay_context(app: web.Application) -> AsyncIterator[None]:
         pricing=Pricing(settings.pricing, pool),
         access=AccessControl(settings, limiter),
         admission=QueryAdmission(settings.query_concurrency, settings.queries.queue_per_address),
+        budgets=AddressBudgets(settings),
         connection_counter=counter,
         policies=default_policies(settings.limits),
     )
@@ -169,6 +175,26 @@ async def _expiration_purger(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
+async def _search_index_cleaner(app: web.Application) -> AsyncIterator[None]:
+    """NIP-50's index takes inserts into a pending list (migrations/007_search.sql): empty it
+    here, in the background, so no EVENT's commit has to."""
+    store = app[CONTEXT_KEY].store
+
+    async def clean_forever() -> None:
+        while True:
+            await asyncio.sleep(search.CLEAN_INTERVAL)
+            try:
+                await search.clean_pending_list(store.pool)
+            except psycopg.errors.InsufficientPrivilege:
+                log.warning("not the search index's owner: autovacuum alone empties its list")
+                return
+            except Exception as exc:  # the next round tries again; inserts are not affected
+                log.warning("search index clean-up failed: %s", exc)
+
+    async with _running(clean_forever(), "search-index-cleaner"):
+        yield
+
+
 async def _metrics_flusher(app: web.Application) -> AsyncIterator[None]:
     """Buffered metric updates reach the instance's /metrics within metrics.FLUSH_INTERVAL."""
 
@@ -201,8 +227,11 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS_KEY] = settings
     app[CONNECTIONS_KEY] = ConnectionRegistry()
     app.cleanup_ctx.append(_relay_context)
+    app.cleanup_ctx.append(management_context)  # NIP-86 decisions, kept current cluster-wide
     app.cleanup_ctx.append(_expiration_purger)
     app.cleanup_ctx.append(_metrics_flusher)
+    app.cleanup_ctx.append(_search_index_cleaner)
+    app.cleanup_ctx.append(dashboard_publisher)
     app.on_shutdown.append(_drain_connections)
     add_routes(app)
     return app

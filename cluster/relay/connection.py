@@ -51,6 +51,7 @@ from cluster.relay.subscriptions import Subscription
 log = logging.getLogger(__name__)
 
 REFUSALS = (NoticeRefusal, OkRefusal, ClosedRefusal)
+DATA_TYPES = (WSMsgType.TEXT, WSMsgType.BINARY)
 _serials = itertools.count()
 SLOW_CLIENT_REASON = "Cannot keep up with event stream"
 STALLED_REASON = "Not reading: nothing written out within the drain timeout"
@@ -88,8 +89,10 @@ class Connection:
         access: AccessState,
         dispatch: Dispatcher,
         transport: asyncio.Transport | None = None,
+        host: str = "",
     ) -> None:
         self.ws = ws
+        self.host = host  # the Host header: one of the URLs this relay answers to (NIP-62)
         self._dispatch = dispatch
         self.serial = next(_serials)  # picks the connection's group-commit lane
         self.transport = transport
@@ -295,12 +298,14 @@ class Connection:
         while not self._closing:
             msg = await ws.receive()
             watchdog.touch()
+            if msg.type in DATA_TYPES:
+                await self._within_budget(len(msg.data))
             if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
                 break
             if msg.type == WSMsgType.ERROR:
                 self.close_reason = f"protocol error: {ws.exception()}"
                 break
-            if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+            if msg.type not in DATA_TYPES:
                 continue
             command = decode_client_message(msg.data, self.context.limits)
             if isinstance(command, REFUSALS):
@@ -309,6 +314,13 @@ class Connection:
                 self._refuse_during_shutdown(command)
             else:
                 await self._dispatch(self, command)
+
+    async def _within_budget(self, size: int) -> None:
+        """Wait while the client's address is over its message budget: nothing more is read
+        from this socket meanwhile, so the client is held back by TCP, at no cost to others."""
+        budgets = self.context.budgets
+        while (wait := budgets.message_wait(self.access, size)) > 0 and not self._closing:
+            await asyncio.sleep(wait)
 
     def _refuse_during_shutdown(self, command: Command) -> None:
         """Every EVENT still gets an answer while the worker drains: retry elsewhere."""
@@ -331,6 +343,7 @@ class Connection:
         subscription = self.subscriptions.pop(sub_id, None)
         if subscription is not None:
             self.context.index.remove(subscription)
+            self.context.budgets.unsubscribed(self.access, subscription.filters)
             self.take_held(subscription)
             metrics.SUBSCRIPTIONS.dec()
         return subscription
@@ -339,11 +352,13 @@ class Connection:
         self.subscriptions[subscription.sub_id] = subscription
         self.pending_live[subscription] = []
         self.context.index.add(subscription)
+        self.context.budgets.subscribed(self.access, subscription.filters)
         metrics.SUBSCRIPTIONS.inc()
 
     def forget_subscriptions(self) -> None:
         for subscription in self.subscriptions.values():
             self.context.index.remove(subscription)
+            self.context.budgets.unsubscribed(self.access, subscription.filters)
         metrics.SUBSCRIPTIONS.dec(len(self.subscriptions))
         self.subscriptions.clear()
         self.pending_live.clear()

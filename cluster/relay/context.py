@@ -16,6 +16,8 @@ from cluster.payments.outbox import OutboxForwarder
 from cluster.payments.pricing import PriceTable, Pricing
 from cluster.relay.access import AccessControl
 from cluster.relay.admission import QueryAdmission
+from cluster.relay.budgets import AddressBudgets
+from cluster.relay.moderation import Moderation
 from cluster.relay.policies import Policy
 from cluster.relay.ratelimit import ConnectionCounter
 from cluster.relay.stats import RelayStats
@@ -50,19 +52,24 @@ class RelayContext:
     access: AccessControl
     admission: QueryAdmission
     """Slots for store queries (REQ, COUNT), fair across client addresses."""
+    budgets: AddressBudgets
+    """What each client address may cost this worker: messages, query rows, subscriptions."""
     connection_counter: ConnectionCounter | None = None
     payments: PaymentGate | None = None
     outbox: OutboxForwarder | None = None
     policies: list[Policy] = field(default_factory=list)
+    moderation: Moderation = field(default_factory=Moderation)
+    """The operator's NIP-86 decisions (cluster/relay/moderation.py), kept current cluster-wide."""
     stats: RelayStats = field(default_factory=RelayStats)
     shutting_down: bool = False
-    _nip11: tuple[PriceTable, bytes] | None = None
+    _nip11: tuple[PriceTable, object, bytes] | None = None
 
     def nip11_document(self) -> bytes:
-        """NIP-11 is static except for prices; rebuilt only when the price table changed."""
-        table = self.pricing.table
-        if self._nip11 is None or self._nip11[0] is not table:
+        """NIP-11 is static except for prices and the operator's NIP-86 changes (name,
+        description, icon); rebuilt only when the price table or the moderation state changed."""
+        table, state = self.pricing.table, self.moderation.state
+        if self._nip11 is None or self._nip11[0] is not table or self._nip11[1] is not state:
             fees = table.publication_fees() if table.requires_payment else None
-            document = information_document(self.settings, fees)
-            self._nip11 = (table, orjson.dumps(document))
-        return self._nip11[1]
+            document = self.moderation.apply_info(information_document(self.settings, fees))
+            self._nip11 = (table, state, orjson.dumps(document))
+        return self._nip11[2]

@@ -10,15 +10,18 @@ import os
 import orjson
 from aiohttp import web
 
+from cluster.relay.dashboard import add_dashboard_routes
 from cluster.relay.keys import CONTEXT_KEY, SETTINGS_KEY
+from cluster.relay.management.http import management_rpc
 from cluster.relay.private_metrics import metrics_page, private_metrics_address
 from cluster.relay.websocket import websocket
 
 NIP11_TYPE = "application/nostr+json"
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
-    "Access-Control-Allow-Headers": "*",
-    "Access-Control-Allow-Methods": "GET, OPTIONS",
+    # `*` does not cover Authorization (Fetch spec): browser NIP-86 tools send NIP-98 in it.
+    "Access-Control-Allow-Headers": "Authorization, *",
+    "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
 }
 HEALTH_TIMEOUT = 2.0
 
@@ -78,8 +81,10 @@ async def prometheus_metrics(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/", root)
+    app.router.add_post("/", management_rpc)  # NIP-86 (application/nostr+json+rpc)
     app.router.add_route("OPTIONS", "/", preflight)
     app.router.add_get("/health", health)
+    add_dashboard_routes(app)
     network = app[SETTINGS_KEY].network
     # /metrics is never public: with a private listener the public port does not serve it at
     # all, and without one it needs the token; with neither it is refused (404).

@@ -113,25 +113,49 @@ class TokenBuckets:
         self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
         self._max_entries = max_entries
 
-    def take(self, key: str, capacity: int, window_seconds: float, now: float) -> bool:
-        """Take one token from `key`'s bucket (refilled at capacity per window)."""
+    def take(
+        self, key: str, capacity: float, window_seconds: float, now: float, cost: float = 1.0
+    ) -> bool:
+        """Take `cost` tokens from `key`'s bucket (refilled at capacity per window)."""
+        bucket = self._refilled(key, capacity, window_seconds, now)
+        if bucket.tokens >= cost:
+            bucket.tokens -= cost
+            return True
+        return False
+
+    def seconds_until(
+        self, key: str, capacity: float, window_seconds: float, now: float, cost: float = 1.0
+    ) -> float:
+        """0.0 after taking `cost` tokens; else how long until the bucket holds them (nothing
+        taken: the caller waits, then asks again). A cost above the capacity waits for a full
+        bucket and then takes it all."""
+        bucket = self._refilled(key, capacity, window_seconds, now)
+        needed = min(cost, float(capacity))
+        if bucket.tokens >= needed:
+            bucket.tokens -= needed
+            return 0.0
+        return (needed - bucket.tokens) * window_seconds / capacity
+
+    def spend(
+        self, key: str, capacity: float, window_seconds: float, now: float, cost: float
+    ) -> None:
+        """Take `cost` tokens even into debt: work priced after it was done (a debt delays
+        the key's next `take` until the refill has paid it back)."""
+        self._refilled(key, capacity, window_seconds, now).tokens -= cost
+
+    def _refilled(self, key: str, capacity: float, window_seconds: float, now: float) -> _Bucket:
         bucket = self._buckets.get(key)
         if bucket is None:
             bucket = _Bucket(float(capacity), now)
             self._buckets[key] = bucket
             if len(self._buckets) > self._max_entries:
                 self._buckets.popitem(last=False)
-        else:
-            self._buckets.move_to_end(key)
-            elapsed = max(0.0, now - bucket.updated)
-            bucket.tokens = min(
-                float(capacity), bucket.tokens + elapsed * capacity / window_seconds
-            )
-            bucket.updated = now
-        if bucket.tokens >= 1.0:
-            bucket.tokens -= 1.0
-            return True
-        return False
+            return bucket
+        self._buckets.move_to_end(key)
+        elapsed = max(0.0, now - bucket.updated)
+        bucket.tokens = min(float(capacity), bucket.tokens + elapsed * capacity / window_seconds)
+        bucket.updated = now
+        return bucket
 
     def __len__(self) -> int:
         return len(self._buckets)

@@ -1,6 +1,8 @@
 """The per-worker subscription index, inverted so one event costs work only for filters that
 could match it: each filter is filed under its most selective field (ids, then authors, then a
-tag, then kinds); filters with none of these go to a short "broad" list checked for every event.
+tag, then a NIP-50 search word, then kinds); filters with none of these go to a short "broad"
+list checked for every event. A search filter is filed under its longest word (the likeliest to
+be rare): it can only match an event whose content has every query word as a word.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from typing import Protocol
 
 from cluster.nostr.event import Event
 from cluster.nostr.filters import Filter
+from cluster.nostr.search import SEARCHABLE_KINDS, content_words
 
 
 class Subscriber(Protocol):
@@ -61,6 +64,7 @@ class SubscriptionIndex:
         self._by_author: dict[Hashable, set[_Entry]] = {}
         self._by_tag: dict[Hashable, set[_Entry]] = {}
         self._by_kind: dict[Hashable, set[_Entry]] = {}
+        self._by_word: dict[Hashable, set[_Entry]] = {}
         self._broad: set[_Entry] = set()
         self._entries: dict[Subscription, list[_Entry]] = {}
 
@@ -102,6 +106,8 @@ class SubscriptionIndex:
         elif flt.tags:
             letter, values = min(flt.tags, key=lambda item: len(item[1]))
             keys = [(self._by_tag, f"{letter}:{value}") for value in values]
+        elif flt.search is not None:
+            keys = [(self._by_word, max(flt.search.words, key=len))]
         elif flt.kinds is not None:
             keys = [(self._by_kind, value) for value in flt.kinds]
         else:
@@ -128,6 +134,11 @@ class SubscriptionIndex:
                     bucket = self._by_tag.get(f"{tag[0]}:{tag[1]}")
                     if bucket:
                         found.extend(bucket)
+        if self._by_word and event.kind in SEARCHABLE_KINDS:
+            for word in content_words(event.content):
+                bucket = self._by_word.get(word)
+                if bucket:
+                    found.extend(bucket)
         return found
 
     def match(self, event: Event) -> list[Subscription]:

@@ -18,6 +18,10 @@ from cluster.nostr.messages import (
     Command,
     CountCommand,
     EventCommand,
+    NegCloseCommand,
+    NegInvalidCommand,
+    NegMsgCommand,
+    NegOpenCommand,
     ReqCommand,
 )
 from cluster.relay.access import AccessState
@@ -30,6 +34,13 @@ from cluster.relay.verbs.auth import handle_auth
 from cluster.relay.verbs.close import handle_close
 from cluster.relay.verbs.count import handle_count
 from cluster.relay.verbs.event import handle_event
+from cluster.relay.verbs.negentropy import (
+    drop_negentropy_sessions,
+    handle_neg_close,
+    handle_neg_invalid,
+    handle_neg_msg,
+    handle_neg_open,
+)
 from cluster.relay.verbs.req import handle_req
 
 
@@ -45,6 +56,14 @@ async def dispatch(connection: Connection, command: Command) -> None:
             await handle_close(connection, command)
         case AuthCommand():
             await handle_auth(connection, command)
+        case NegOpenCommand():
+            await handle_neg_open(connection, command)
+        case NegMsgCommand():
+            await handle_neg_msg(connection, command)
+        case NegCloseCommand():
+            await handle_neg_close(connection, command)
+        case NegInvalidCommand():
+            await handle_neg_invalid(connection, command)
         case _:
             assert_never(command)
 
@@ -58,6 +77,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         request.headers.get("X-Forwarded-For"),
         settings.rate_limits.trusted_proxies,
     )
+    if context.moderation.blocks_ip(address.ip):  # NIP-86 blockip
+        return web.Response(status=403, text="blocked: your address is blocked on this relay\n")
     access = context.access.state_for(address.ip, forwarded=address.forwarded)
     lease = None
     if not access.exempt and context.connection_counter is not None:
@@ -86,7 +107,7 @@ async def _serve(
         compress=settings.network.compression,
     )
     await ws.prepare(request)
-    connection = Connection(ws, context, access, dispatch, request.transport)
+    connection = Connection(ws, context, access, dispatch, request.transport, request.host)
     if settings.auth.required_for_writes:
         connection.offer_auth()  # NIP-42: every write needs it, so offer it up front
     connections = request.app[CONNECTIONS_KEY]
@@ -97,6 +118,7 @@ async def _serve(
         await connection.read_loop()
     finally:
         connection.forget_subscriptions()
+        drop_negentropy_sessions(connection)
         await connection.wait_inflight(settings.network.shutdown_timeout)
         await connection.flush(1.0)
         writer.cancel()

@@ -125,9 +125,12 @@ class LocalCluster:
         )
         services: list[Service] = [database, redis, ledger, self.instances]
         if nginx_binary is not None:
+            limits = self.settings.rate_limits
             self.nginx = NginxService(
-                nginx_binary, self.data_dir, self.logs, self.port, self.instances
-            )
+                nginx_binary, self.data_dir, self.logs, self.port, self.instances,
+                handshakes_per_second=limits.handshakes_per_second_per_ip,
+                exempt=limits.exempt,
+            )  # fmt: skip
             services.append(self.nginx)
         return services
 

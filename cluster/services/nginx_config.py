@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import grp
+import ipaddress
 import os
 import pwd
 import re
@@ -29,6 +30,7 @@ TEMPLATE_PATH = Path(__file__).resolve().parents[2] / "nginx" / "relay.conf.temp
 UPSTREAM_OPTIONS = "max_fails=1 fail_timeout=5s"
 # Descriptors per nginx worker: two per proxied WebSocket (client + upstream) and a few more.
 DEFAULT_RLIMIT_NOFILE = 70_000
+HANDSHAKE_BURST_SECONDS = 5
 """One failed attempt marks an instance down for 5 s, so nginx stops sending clients to it."""
 
 _USER = re.compile(r"[A-Za-z0-9_.-]+(?: [A-Za-z0-9_.-]+)?")
@@ -103,6 +105,40 @@ def _check_port(port: int, what: str) -> int:
     return port
 
 
+def handshake_limits(per_second: int, exempt: Sequence[str]) -> dict[str, str]:
+    """The template's `handshake_limits` (http block) and `handshake_limit` (location /):
+    nginx's limit_req per client address, `exempt` CIDRs not counted (an empty key is not
+    limited), a burst of HANDSHAKE_BURST_SECONDS' worth, refusals answered 429."""
+    if per_second < 0:
+        raise ValueError(f"handshakes per second must be >= 0, not {per_second}")
+    if per_second == 0:
+        off = "    # handshake limit off (rate_limits.handshakes_per_second_per_ip = 0)"
+        return {"handshake_limits": off, "handshake_limit": "            # no handshake limit"}
+    networks = [str(ipaddress.ip_network(entry, strict=False)) for entry in exempt]
+    geo = "".join(f"        {network} 1;\n" for network in networks)
+    limits = (
+        "    # Handshakes and HTTP requests per client address"
+        " (rate_limits.handshakes_per_second_per_ip):\n"
+        "    # beyond the burst nginx answers 429 itself, so reconnect storms never reach a"
+        " relay worker.\n"
+        "    geo $handshake_exempt {\n"
+        "        default 0;\n"
+        f"{geo}"
+        "    }\n"
+        "    map $handshake_exempt $handshake_key {\n"
+        '        1 "";\n'
+        "        default $binary_remote_addr;\n"
+        "    }\n"
+        f"    limit_req_zone $handshake_key zone=handshakes:10m rate={per_second}r/s;\n"
+        "    limit_req_status 429;"
+    )
+    burst = per_second * HANDSHAKE_BURST_SECONDS
+    return {
+        "handshake_limits": limits,
+        "handshake_limit": f"            limit_req zone=handshakes burst={burst} nodelay;",
+    }
+
+
 def render_nginx_config(
     listen_port: int,
     upstream_ports: list[int],
@@ -114,6 +150,8 @@ def render_nginx_config(
     upstream_host: str = "127.0.0.1",
     template_path: Path = TEMPLATE_PATH,
     rlimit_nofile: int = DEFAULT_RLIMIT_NOFILE,
+    handshakes_per_second: int = 0,
+    exempt: Sequence[str] = (),
 ) -> str:
     """Fill the template: nginx on listen_host:listen_port in front of the given instance ports.
 
@@ -140,6 +178,7 @@ def render_nginx_config(
         "prefix": _check_prefix(prefix),
         "listen_address": f"{url_host(listen_host)}:{_check_port(listen_port, 'listen port')}",
         "upstream_servers": servers,
+        **handshake_limits(handshakes_per_second, exempt),
     }
     try:
         return _NginxTemplate(load_template(template_path)).substitute(values)
@@ -159,6 +198,8 @@ def write_nginx_config(
     worker_processes: int = 1,
     user: str | None = None,
     rlimit_nofile: int = DEFAULT_RLIMIT_NOFILE,
+    handshakes_per_second: int = 0,
+    exempt: Sequence[str] = (),
 ) -> Path:
     """Render the config to `path` (creating `prefix` and the parent folder); returns `path`."""
     text = render_nginx_config(
@@ -169,6 +210,8 @@ def write_nginx_config(
         worker_processes=worker_processes,
         user=user,
         rlimit_nofile=rlimit_nofile,
+        handshakes_per_second=handshakes_per_second,
+        exempt=exempt,
     )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import resource
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from cluster.services.backing import (
@@ -126,8 +126,20 @@ class NginxService(OwnedServer[NginxServer]):
     name = "nginx"
 
     def __init__(
-        self, binary: Path, data_dir: Path, logs: Path, port: int, instances: InstanceGroup
+        self,
+        binary: Path,
+        data_dir: Path,
+        logs: Path,
+        port: int,
+        instances: InstanceGroup,
+        *,
+        handshakes_per_second: int = 0,
+        exempt: Sequence[str] = (),
     ) -> None:
+        """`handshakes_per_second` and `exempt`: rate_limits.handshakes_per_second_per_ip and
+        rate_limits.exempt, enforced by this nginx (cluster/services/nginx_config.py)."""
+        self.handshakes_per_second = handshakes_per_second
+        self.exempt = list(exempt)
         self.binary = binary
         self.prefix = data_dir / "nginx"
         self.logs = logs
@@ -149,6 +161,8 @@ class NginxService(OwnedServer[NginxServer]):
             user=default_worker_user(),
             worker_processes=NGINX_WORKERS,
             rlimit_nofile=nginx_descriptor_limit(),
+            handshakes_per_second=self.handshakes_per_second,
+            exempt=self.exempt,
         )
         self.server = NginxServer(
             conf,

@@ -17,6 +17,8 @@ from psycopg_pool import AsyncConnectionPool
 from cluster import metrics
 from cluster.nostr.event import id_of_encoded
 from cluster.nostr.filters import Filter
+from cluster.store.counts import CountAnswer, CountCache, count_events
+from cluster.store.search import DEFAULT_CONFIG
 from cluster.store.sql import build_count, build_select, queryable
 from cluster.store.writer import PostgresBatchSaver, SaveOutcome, SaveRequest
 
@@ -75,6 +77,7 @@ class EventStore:
     def __init__(self, pool: AsyncConnectionPool) -> None:
         self.pool = pool
         self._saver = PostgresBatchSaver(pool)
+        self._counts = CountCache()
 
     async def save_many(self, requests: Sequence[SaveRequest]) -> list[SaveOutcome]:
         """The write path (cluster/store/writer.py), so a store can be handed to EventWriter."""
@@ -84,11 +87,14 @@ class EventStore:
         """Stored events matching any filter, newest first, as JSON ready to splice."""
         return (await self.query_rows(filters, now)).raws
 
-    async def query_rows(self, filters: Sequence[Filter], now: int) -> StoredRows:
-        """Like `query`, also naming the events stored in the last FANOUT_GRACE seconds."""
+    async def query_rows(
+        self, filters: Sequence[Filter], now: int, search_config: str = DEFAULT_CONFIG
+    ) -> StoredRows:
+        """Like `query`, also naming the events stored in the last FANOUT_GRACE seconds.
+        `search_config` is the text search configuration of NIP-50 filters (search.config)."""
         if not queryable(list(filters)):
             return StoredRows([], set())
-        sql, params = build_select(list(filters), now)
+        sql, params = build_select(list(filters), now, search_config)
         with metrics.DB_QUERY.labels("query").time():
             async with self.pool.connection() as conn:
                 cursor = await conn.execute(sql.encode(), params)
@@ -102,7 +108,11 @@ class EventStore:
 
     @asynccontextmanager
     async def stream_rows(
-        self, filters: Sequence[Filter], now: int, max_rows: int
+        self,
+        filters: Sequence[Filter],
+        now: int,
+        max_rows: int,
+        search_config: str = DEFAULT_CONFIG,
     ) -> AsyncIterator[RowCursor]:
         """Like `query_rows`, read in chunks from one server-side cursor (in a transaction on
         one pooled connection, held until the caller leaves the context)."""
@@ -110,7 +120,7 @@ class EventStore:
         if not usable:
             yield RowCursor(None, 0)
             return
-        sql, params = build_select(usable, now)
+        sql, params = build_select(usable, now, search_config)
         async with self.pool.connection() as conn, conn.transaction():
             await conn.execute(CURSOR_PLANS_AS_WHOLE)
             async with AsyncServerCursor[tuple[str, datetime]](conn, "req_rows") as cursor:
@@ -136,6 +146,28 @@ class EventStore:
                 cursor = await conn.execute(sql.encode(), params)
                 row = await cursor.fetchone()
         return int(row[0]) if row else 0
+
+    async def count_answer(
+        self,
+        filters: Sequence[Filter],
+        now: int,
+        hidden_kinds: Sequence[frozenset[int]] | None = None,
+        search_config: str = DEFAULT_CONFIG,
+    ) -> CountAnswer:
+        """The NIP-45 answer: the count, with HLL registers for a single-tag-value filter, or
+        an estimate for filters no index narrows; large slow answers come from the CountCache
+        for a while (cluster/store/counts.py)."""
+        hidden = tuple(hidden_kinds) if hidden_kinds is not None else None
+        key = (tuple(filters), hidden, search_config)
+        cached = self._counts.get(key, time.monotonic())
+        if cached is not None:
+            return cached
+        started = time.perf_counter()
+        with metrics.DB_QUERY.labels("count").time():
+            async with self.pool.connection() as conn:
+                answer = await count_events(conn, filters, now, hidden_kinds, search_config)
+        self._counts.put(key, answer, time.perf_counter() - started, time.monotonic())
+        return answer
 
     async def discard_broken_connections(self) -> None:
         """After a read failed on a dropped connection (the database restarted): check every

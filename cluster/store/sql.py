@@ -12,6 +12,9 @@ Access paths, by what a filter names (first match wins):
   first, joined to events for every other condition (and, for one value, for the rows
   themselves); several values scan one after another;
 - otherwise: one scan of events in time order.
+A NIP-50 `search` filter goes to cluster/store/search.py instead: its matches come from the
+full-text GIN index (or whichever index the planner finds better for its other fields), the
+newest hundred of them (the last day first) ranked by relevance.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from cluster.nostr.filters import Filter
+from cluster.store.search import DEFAULT_CONFIG, search_condition, search_select
 from cluster.store.text import pg_text
 
 ORDER = "ORDER BY created_at DESC, id"
@@ -61,14 +65,15 @@ def tag_driver(flt: Filter) -> list[str] | None:
 
 
 def filter_conditions(
-    flt: Filter, now: int, *, per_key: str | None = None
+    flt: Filter, now: int, *, per_key: str | None = None, search_config: str = DEFAULT_CONFIG
 ) -> tuple[str, list[Any]]:
     """The WHERE clause of one filter on events, expired events excluded (NIP-40).
 
     A single value is compared with `=` (the planner then uses the index order); several with
     `= ANY(array)`. `per_key` names the column a LATERAL scan binds to `k.v` instead. Tag
     conditions test events.tagvalues, which needs no index: the access path comes from
-    event_tags (see `filter_select` and `build_count`).
+    event_tags (see `filter_select` and `build_count`). A NIP-50 search adds its full-text
+    match in `search_config` (cluster/store/search.py), so no caller can drop it by mistake.
     """
     clauses = ["(expires_at IS NULL OR expires_at > %s)"]
     params: list[Any] = [now]
@@ -86,6 +91,10 @@ def filter_conditions(
     for letter, values in flt.tags:
         clauses.append("tagvalues && %s::text[]")
         params.append(sorted(pg_text(f"{letter}:{value}") for value in values))
+    match, match_params = search_condition(flt, search_config)
+    if match:
+        clauses.append(match)
+        params.extend(match_params)
     return " AND ".join(clauses), params
 
 
@@ -126,8 +135,13 @@ def _newest_ids(key_type: str, scan: str, *, distinct: bool) -> str:
     )
 
 
-def filter_select(flt: Filter, now: int, columns: str) -> tuple[str, list[Any]]:
-    """One filter's newest `limit` events, as `columns` of events."""
+def filter_select(
+    flt: Filter, now: int, columns: str, search_config: str = DEFAULT_CONFIG
+) -> tuple[str, list[Any]]:
+    """One filter's newest `limit` events (a search filter's best), as `columns` of events."""
+    if flt.search is not None:
+        where, params = filter_conditions(flt, now, search_config=search_config)
+        return search_select(flt, now, where, params, columns, search_config)
     driver = tag_driver(flt)
     if driver is not None:
         where, params = filter_conditions(flt, now)
@@ -162,29 +176,36 @@ def queryable(filters: tuple[Filter, ...] | list[Filter]) -> list[Filter]:
     return [flt for flt in filters if flt.limit > 0 and flt.can_match]
 
 
-def build_select(filters: tuple[Filter, ...] | list[Filter], now: int) -> tuple[str, list[Any]]:
+def build_select(
+    filters: tuple[Filter, ...] | list[Filter], now: int, search_config: str = DEFAULT_CONFIG
+) -> tuple[str, list[Any]]:
     """One statement returning (raw, stored_at) for the union of the filters, newest first.
 
     NIP-01: each filter's limit applies to that filter; ties on created_at go to the lowest id.
+    A lone search filter's events come by relevance (NIP-50); in a union of several filters,
+    each search filter picks its most relevant `limit`, and the union is sent newest first.
     Raises ValueError when no filter can match (the caller skips the query and sends EOSE).
     """
     usable = queryable(filters)
     if not usable:
         raise ValueError("no filter can match stored events")
     if len(usable) == 1:
-        return filter_select(usable[0], now, RESULT)
+        return filter_select(usable[0], now, RESULT, search_config)
     parts: list[str] = []
     params: list[Any] = []
     for flt in usable:
-        sql, filter_params = filter_select(flt, now, f"id, created_at, {RESULT}")
+        sql, filter_params = filter_select(flt, now, f"id, created_at, {RESULT}", search_config)
         parts.append(f"({sql})")
         params.extend(filter_params)
     return f"SELECT {RESULT} FROM ({' UNION '.join(parts)}) AS matched {ORDER}", params
 
 
-def count_conditions(flt: Filter, now: int) -> tuple[str, list[Any]]:
-    """`filter_conditions`, plus the event_tags lookup that gives a tag filter an index."""
-    where, params = filter_conditions(flt, now)
+def count_conditions(
+    flt: Filter, now: int, search_config: str = DEFAULT_CONFIG
+) -> tuple[str, list[Any]]:
+    """`filter_conditions`, plus the event_tags lookup that gives a tag filter an index (and
+    a search filter's match)."""
+    where, params = filter_conditions(flt, now, search_config=search_config)
     driver = tag_driver(flt)
     if driver is None:
         return where, params
@@ -196,6 +217,7 @@ def build_count(
     filters: tuple[Filter, ...] | list[Filter],
     now: int,
     hidden_kinds: Sequence[frozenset[int]] | None = None,
+    search_config: str = DEFAULT_CONFIG,
 ) -> tuple[str, list[Any]]:
     """NIP-45 COUNT: distinct events matching any filter; limits do not apply to counts.
 
@@ -208,7 +230,7 @@ def build_count(
         raise ValueError("no filter can match stored events")
     parts, params = [], []
     for flt, kinds in usable:
-        where, filter_params = count_conditions(flt, now)
+        where, filter_params = count_conditions(flt, now, search_config)
         if kinds:
             where += " AND kind <> ALL(%s::integer[])"
             filter_params = [*filter_params, sorted(kinds)]

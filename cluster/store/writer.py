@@ -40,6 +40,7 @@ class SaveOutcome(StrEnum):
     DUPLICATE = "duplicate"
     SUPERSEDED = "superseded"
     DELETED = "deleted"
+    VANISHED = "vanished"
     STALE_NONCE = "stale_nonce"
     INSUFFICIENT_BALANCE = "insufficient_balance"
 

@@ -266,3 +266,45 @@ def test_workers_drop_root(tmp_path: Path) -> None:
                 if line.startswith("Uid:")
             )
             assert uid_line.split()[1] != "0"
+
+
+def test_handshake_limit_renders_off_or_with_its_exempt_networks(tmp_path: Path) -> None:
+    off = render_nginx_config(8080, [8101], tmp_path)
+    assert "limit_req" not in off and "client_header_timeout 10s;" in off
+    on = render_nginx_config(
+        8080, [8101], tmp_path, handshakes_per_second=4, exempt=["127.0.0.1", "::1/128"]
+    )
+    for directive in (
+        "limit_req_zone $handshake_key zone=handshakes:10m rate=4r/s;",
+        "limit_req zone=handshakes burst=20 nodelay;",
+        "127.0.0.1/32 1;",
+        "::1/128 1;",
+        "limit_req_status 429;",
+    ):
+        assert directive in on, directive
+    with pytest.raises(ValueError):
+        render_nginx_config(8080, [8101], tmp_path, handshakes_per_second=-1)
+
+
+async def test_nginx_answers_a_handshake_storm_itself(
+    tmp_path: Path, upstreams: list[Upstream]
+) -> None:
+    """Past the burst, a counted address gets 429 from nginx; an exempt one never does, and a
+    second counted address has a budget of its own."""
+    prefix = tmp_path / "nginx"
+    port = free_port()
+    conf = write_nginx_config(
+        prefix / "nginx.conf", port, [u.port for u in upstreams], prefix,
+        user=default_worker_user(), handshakes_per_second=2, exempt=["127.0.0.1/32"],
+    )  # fmt: skip
+    server = NginxServer(conf, prefix, listen=[("127.0.0.1", port)])
+    server.test_config()
+    server.start(timeout=30)
+    try:
+        storm = [(await get(port, source="127.0.1.61"))[0] for _ in range(30)]
+        assert storm[:10] == [200] * 10  # the burst: five seconds' worth
+        assert storm.count(429) >= 15
+        assert (await get(port, source="127.0.1.62"))[0] == 200
+        assert {(await get(port))[0] for _ in range(30)} == {200}  # 127.0.0.1 is exempt
+    finally:
+        server.stop()

@@ -510,7 +510,7 @@ def test_secrets_are_placeholders_and_the_documented_render_fills_them_all() -> 
     rendered = envsubst(text, PLACEHOLDERS, names)
     assert "${" not in rendered
     # nginx's own variables survive the render (only the listed variables are substituted)
-    for variable in ("$remote_addr", "$http_upgrade", "$connection_upgrade", "$host"):
+    for variable in ("$remote_addr", "$http_upgrade", "$connection_upgrade", "$http_host"):
         assert variable in rendered
 
 

@@ -22,6 +22,10 @@ from cluster.nostr.messages import (
     CountCommand,
     EventCommand,
     MessageLimits,
+    NegCloseCommand,
+    NegInvalidCommand,
+    NegMsgCommand,
+    NegOpenCommand,
     NoticeRefusal,
     OkRefusal,
     ReqCommand,
@@ -39,10 +43,20 @@ LIMITS = MessageLimits(
     max_subid_length=64,
     filters=FilterLimits(max_limit=100, default_limit=20, max_values=8),
 )
-COMMANDS = (EventCommand, ReqCommand, CountCommand, CloseCommand, AuthCommand)
+COMMANDS = (
+    EventCommand,
+    ReqCommand,
+    CountCommand,
+    CloseCommand,
+    AuthCommand,
+    NegOpenCommand,
+    NegMsgCommand,
+    NegCloseCommand,
+    NegInvalidCommand,  # NIP-77's own refusal: answered NEG-ERR by the verb
+)
 REFUSALS = (NoticeRefusal, OkRefusal, ClosedRefusal)
 PREFIXES = tuple(f"{prefix.value}: " for prefix in Prefix)
-VERBS = ["EVENT", "REQ", "COUNT", "CLOSE", "AUTH"]
+VERBS = ["EVENT", "REQ", "COUNT", "CLOSE", "AUTH", "NEG-OPEN", "NEG-MSG", "NEG-CLOSE"]
 KEYS = ["id", "pubkey", "created_at", "kind", "tags", "content", "sig", "ids", "authors"]
 KEYS += ["kinds", "since", "until", "limit", "#e", "#p", "#"]
 FILTER_KEYS = ["ids", "authors", "kinds", "since", "until", "limit", "#e", "#", "#ab", "search"]
@@ -141,6 +155,9 @@ filter_like = st.one_of(
     ),
     json_values,
 )
+negentropy_hex = st.one_of(
+    st.binary(max_size=64).map(bytes.hex), st.just("61"), st.text(max_size=20), json_values
+)
 sub_ids = st.one_of(st.text(min_size=1, max_size=64), st.text(max_size=70), json_values)
 messages = st.one_of(
     st.tuples(st.just("EVENT"), event_like).map(list),
@@ -149,6 +166,10 @@ messages = st.one_of(
         lambda parts: [parts[0], parts[1], *parts[2]]
     ),
     st.tuples(st.just("CLOSE"), sub_ids).map(list),
+    # NIP-77: a filter and a hex message (often not valid negentropy), or a message alone.
+    st.tuples(st.just("NEG-OPEN"), sub_ids, filter_like, negentropy_hex).map(list),
+    st.tuples(st.just("NEG-MSG"), sub_ids, negentropy_hex).map(list),
+    st.tuples(st.just("NEG-CLOSE"), sub_ids).map(list),
     st.tuples(st.one_of(st.sampled_from(VERBS), st.text(max_size=20), json_values)).map(list),
     st.lists(json_values, max_size=5).flatmap(
         lambda rest: st.sampled_from(VERBS).map(lambda verb: [verb, *rest])

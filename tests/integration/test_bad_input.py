@@ -369,9 +369,9 @@ BAD_FILTERS: dict[str, list[Any]] = {
 
 # Fields NIP-01 does not define: NIP-01's own example answers `unsupported:`.
 UNSUPPORTED_FILTERS: dict[str, list[Any]] = {
-    "search (NIP-50)": [{"search": "nostr"}],
+    "sort (not a NIP-01 field)": [{"sort": "top"}],
     "unknown field": [{"kinds": [1], "foo": 1}],
-    "second filter unsupported": [{"kinds": [1]}, {"search": "x"}],
+    "second filter unsupported": [{"kinds": [1]}, {"sort": "x"}],
 }
 
 
@@ -439,7 +439,7 @@ async def test_closed_subscription_id_is_really_closed(relay: RelayProcess) -> N
     async with connect(relay.url) as client:
         await client.send(["REQ", "s", {"authors": [signer.pubkey]}])
         assert await client.receive() == ["EOSE", "s"]
-        await client.send(["REQ", "s", {"authors": [signer.pubkey], "search": "x"}])
+        await client.send(["REQ", "s", {"authors": [signer.pubkey], "sort": "x"}])
         assert_closed(await client.receive(), "s", prefix="unsupported:")
         event = signer.sign(1, "after CLOSED")
         await client.send(["EVENT", msgspec.to_builtins(event)])

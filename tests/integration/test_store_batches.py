@@ -184,3 +184,28 @@ async def test_a_plain_batch_with_repeats_stores_each_event_once(
     assert [str(o) for o in outcomes] == ["stored", "stored", "duplicate", "duplicate"]
     again = await PostgresBatchSaver(pool).save_many(requests[:2])
     assert [str(o) for o in again] == ["duplicate", "duplicate"]
+
+
+async def test_events_of_a_vanished_author_are_refused_by_both_paths(
+    pool: AsyncConnectionPool, databases: tuple[str, str]
+) -> None:
+    """NIP-62 (functions/035_vanish.sql): the set-based and the one-by-one save refuse alike."""
+    author, other = Signer(), Signer()
+    request = author.sign(62, "", tags=[["relay", "ALL_RELAYS"]], created_at=2_000_000_000)
+    old = [author.sign(1, f"old {i}", created_at=1_900_000_000 + i) for i in range(3)]
+    old.append(author.sign(30023, "addressable", tags=[["d", "x"]], created_at=1_900_000_000))
+    newer = author.sign(1, "after", created_at=2_000_000_001)
+    unrelated = other.sign(1, "someone else", created_at=1_900_000_000)
+    batch = [SaveRequest(e, encode_event(e).decode()) for e in (*old, newer, unrelated)]
+    expected = ["vanished"] * 4 + ["stored", "stored"]
+    for url in databases:
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            before = SaveRequest(old[0], encode_event(old[0]).decode())
+            await conn.execute(SINGLE_SQL, next(single_parameters([before])))
+            cursor = await conn.execute(
+                "SELECT relay_vanish(%s, %s, %s, %s)",
+                (bytes.fromhex(author.pubkey), request.created_at, bytes.fromhex(request.id), "{}"),
+            )
+            assert await cursor.fetchone() == (1,)  # the one stored before
+    assert [str(o) for o in await PostgresBatchSaver(pool).save_many(batch)] == expected
+    assert await save_one_by_one(databases[1], batch) == expected

@@ -10,7 +10,8 @@
               (a client's increasing payment nonces are charged in order); then the event counts
               against its address's budget (every EVENT, valid or not, before any costly work).
 3. verify   - hex shapes, id = sha256 of the canonical serialisation, BIP-340 signature.
-4. policies - the worker's write policies (cluster/relay/policies.py), then access: NIP-42 AUTH,
+4. policies - the worker's write policies (cluster/relay/policies.py), the operator's NIP-86
+              decisions (cluster/relay/moderation.py), then access: NIP-42 AUTH,
               NIP-13 proof of work, NIP-70, the author's rate limit (cluster/relay/access.py).
               An event refused by 3 or 4 is a strike against its connection and address: too
               many and the connection is closed with 1008.
@@ -38,12 +39,15 @@ from cluster import metrics
 from cluster.nostr.event import Event, encode_event, verify
 from cluster.nostr.messages import EventCommand
 from cluster.nostr.rejection import Prefix, Rejection
+from cluster.nostr.vanish import VANISH_KIND, targets_this_relay
 from cluster.payments.gate import PaidClaim, invalid_payment
 from cluster.payments.model import PaymentReason
 from cluster.relay.connection import Connection
 from cluster.relay.context import RelayContext
 from cluster.relay.ordering import Place
 from cluster.relay.policies import first_rejection
+from cluster.relay.verbs.req import QUERY_FAILURES
+from cluster.store.vanish import apply_vanish
 from cluster.store.writer import SaveOutcome, SaveRequest, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -53,6 +57,10 @@ OUTCOME_ANSWERS: dict[SaveOutcome, tuple[bool, str]] = {
     SaveOutcome.DUPLICATE: (True, "duplicate: already have this event"),
     SaveOutcome.SUPERSEDED: (True, "duplicate: a newer version of this event is already stored"),
     SaveOutcome.DELETED: (False, "blocked: this event was deleted by its author"),
+    SaveOutcome.VANISHED: (
+        False,
+        "blocked: its author asked this relay to delete everything up to this time (NIP-62)",
+    ),
     SaveOutcome.STALE_NONCE: (False, invalid_payment(PaymentReason.STALE_NONCE).text),
     SaveOutcome.INSUFFICIENT_BALANCE: (
         False,
@@ -102,7 +110,11 @@ async def process(connection: Connection, event: Event, place: Place) -> None:
             await connection.flush(1.0)  # the client reads its last OK, then the close
             connection.abort(WSCloseCode.POLICY_VIOLATION, TOO_MANY_INVALID)
         return
-    rejection = await context.access.check_write(connection.access, event)  # 4: access
+    if event.kind == VANISH_KIND and await vanish(connection, event, place):
+        return  # NIP-62: for every author, paid relay or not, AUTH or not
+    rejection = context.moderation.refuse(event)  # 4: the operator's NIP-86 decisions
+    if rejection is None:
+        rejection = await context.access.check_write(connection.access, event)  # 4: access
     if rejection is not None:
         connection.refuse_event(event.id, rejection)
         return
@@ -164,6 +176,35 @@ async def commit(
     if isinstance(retry, Rejection):
         return retry
     return await context.writer.save(SaveRequest(event, raw, retry.charge), lane)
+
+
+async def vanish(connection: Connection, event: Event, place: Place) -> bool:
+    """NIP-62: a request naming this relay deletes its author's events up to its created_at,
+    cluster-wide, before the OK (cluster/store/vanish.py). False for one naming only other
+    relays: it is then stored like any regular event."""
+    context = connection.context
+    ours = [context.settings.network.public_url] if context.settings.network.public_url else []
+    if connection.host:
+        ours.append(f"ws://{connection.host}")
+    target = targets_this_relay(event, ours)
+    if isinstance(target, Rejection):
+        connection.refuse_event(event.id, target)
+        return True
+    if not target:
+        return False
+    event_json = encode_event(event)
+    await place.wait_turn()  # after this connection's earlier EVENTs reached the writer
+    place.done()
+    try:
+        deleted = await apply_vanish(context.store.pool, event, event_json.decode())
+    except QUERY_FAILURES as exc:
+        log.warning("request to vanish failed: %s", exc)
+        connection.ok(event.id, False, NOT_STORED)
+        return True
+    log.info("NIP-62: deleted %d events of %s", deleted, event.pubkey)
+    connection.ok(event.id, True, "")
+    publish(context, event, event_json)  # mirrors and subscribers learn of it too
+    return True
 
 
 def publish(context: RelayContext, event: Event, event_json: bytes) -> None:

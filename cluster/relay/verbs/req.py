@@ -48,7 +48,7 @@ async def handle_req(connection: Connection, command: ReqCommand) -> None:
     connection.drop_subscription(sub_id)  # NIP-01: a REQ overwrites its id's subscription
     refusal = await context.access.check_read(connection.access, command.filters)
     if refusal is None:
-        refusal = _over_subscription_limit(connection)
+        refusal = _over_subscription_limit(connection, command)
     if refusal is not None:
         connection.refuse_subscription(sub_id, refusal)
         return
@@ -110,13 +110,15 @@ async def _stored_rows(
     """
     context = connection.context
     slot = context.admission.slot(connection.access.rate_subject)
+    search_config = context.settings.search.config
     if _expected_rows(command) <= DIRECT_ROWS:
         async with slot:
-            stored = await context.store.query_rows(command.filters, now)
+            stored = await context.store.query_rows(command.filters, now, search_config)
         yield FetchedRows(stored)
         return
     max_rows = context.settings.limits.max_rows_per_req
-    async with slot, context.store.stream_rows(command.filters, now, max_rows) as rows:
+    stream = context.store.stream_rows(command.filters, now, max_rows, search_config)
+    async with slot, stream as rows:
         yield rows
 
 
@@ -184,8 +186,12 @@ class StalledReader(Exception):
     """The client made no room for more stored events within `limits.req_stall_timeout`."""
 
 
-def _over_subscription_limit(connection: Connection) -> Rejection | None:
+def _over_subscription_limit(connection: Connection, command: ReqCommand) -> Rejection | None:
+    """The connection's and the address's share of the live index, then the query's price."""
     limit = connection.context.settings.limits.max_subscriptions
     if len(connection.subscriptions) >= limit:
         return blocked(f"too many open subscriptions (max {limit})")
-    return None
+    budgets = connection.context.budgets
+    return budgets.refuse_subscription(connection.access, command.filters) or budgets.refuse_req(
+        connection.access, command.filters
+    )

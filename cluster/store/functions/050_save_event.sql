@@ -4,6 +4,8 @@
 --   'duplicate'            the same id is already stored
 --   'superseded'           a newer (or same-time, lower-id) version of this address is stored
 --   'deleted'              the author deleted this id or this address after created_at
+--   'vanished'             the author asked this relay to delete everything up to a time at or
+--                          after created_at (NIP-62, functions/035_vanish.sql)
 --   'stale_nonce'          paid: the channel already accepted this nonce or a higher one
 --   'insufficient_balance' paid: the claim would exceed the channel's capacity
 -- Duplicates, superseded and deleted events are decided before charging: never charged; a
@@ -33,6 +35,9 @@ BEGIN
     END IF;
     IF relay_is_deleted(id_hex, p_pubkey, p_address, p_created_at) THEN
         RETURN 'deleted';
+    END IF;
+    IF EXISTS (SELECT 1 FROM vanished WHERE pubkey = p_pubkey AND until >= p_created_at) THEN
+        RETURN 'vanished';
     END IF;
 
     IF p_address IS NOT NULL THEN

@@ -46,6 +46,8 @@ BEGIN
         FROM first_copies f
         WHERE NOT EXISTS (
             SELECT 1 FROM deletions d WHERE d.target = encode(f.id, 'hex') AND d.pubkey = f.pubkey)
+          AND NOT EXISTS (
+            SELECT 1 FROM vanished v WHERE v.pubkey = f.pubkey AND v.until >= f.created_at)
         ORDER BY f.i
         ON CONFLICT (id) DO NOTHING
         RETURNING id
@@ -61,11 +63,15 @@ BEGIN
             WHEN EXISTS (SELECT 1 FROM deletions d
                          WHERE d.target = encode(t.id, 'hex') AND d.pubkey = t.pubkey)
                 THEN 'deleted'
+            WHEN EXISTS (SELECT 1 FROM vanished v
+                         WHERE v.pubkey = t.pubkey AND v.until >= t.created_at)
+                THEN 'vanished'
             ELSE 'duplicate'
         END ORDER BY t.i)
     INTO v_outcomes
     FROM (
         SELECT i, decode((p_rows[i]).id, 'hex') AS id, decode((p_rows[i]).pubkey, 'hex') AS pubkey,
+               (p_rows[i]).created_at AS created_at,
                row_number() OVER (PARTITION BY (p_rows[i]).id ORDER BY i) AS nth
         FROM generate_subscripts(p_rows, 1) AS i
     ) AS t

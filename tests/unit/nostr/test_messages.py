@@ -227,7 +227,7 @@ def test_missing_field_is_ok_false() -> None:
         (["s" * 17, {}], "s" * 17, "invalid: subscription id longer than 16 characters"),
         (["s"], "s", "invalid: at least one filter is required"),
         (["s", {}, {}, {}, {}], "s", "invalid: more than 3 filters"),
-        (["s", {"search": "x"}], "s", "unsupported: unsupported filter field 'search'"),
+        (["s", {"sort": "x"}], "s", "unsupported: unsupported filter field 'sort'"),
         (
             ["s", {}, {"#ab": ["x"]}],
             "s",

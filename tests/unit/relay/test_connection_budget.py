@@ -16,6 +16,7 @@ from cluster.config import LimitSettings, Settings
 from cluster.nostr.event import Event
 from cluster.nostr.signing import Signer
 from cluster.relay.access import AccessState
+from cluster.relay.budgets import AddressBudgets
 from cluster.relay.connection import (
     HARD_CAP_FACTOR,
     SLOW_CLIENT_REASON,
@@ -84,11 +85,12 @@ def connection(transport: FakeTransport, *, drain_timeout: float = 30.0) -> Conn
         access=SimpleNamespace(may_see=lambda state, event: True, must_screen_dms=lambda f: False),
         stats=SimpleNamespace(delivered=lambda: None),
         index=SubscriptionIndex(),
+        budgets=AddressBudgets(settings),
     )
     conn = Connection(
         cast(ThresholdDeflateResponse, FakeWebSocket()),
         cast(RelayContext, context),
-        cast(AccessState, SimpleNamespace()),
+        AccessState(client_ip="203.0.113.7", exempt=False, rate_subject="203.0.113.7"),
         dispatch=cast(Any, None),
         transport=cast(asyncio.Transport, transport),
     )
