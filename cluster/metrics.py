@@ -146,6 +146,25 @@ DASSIE_BREAKER = Gauge(
     "Dassie circuit breaker: 0 closed, 0.5 half-open, 1 open",
     multiprocess_mode="livemax",
 )
+# Set by every GET /health (the readiness probe, the compose healthcheck): the last answer of
+# any live worker wins, so it reads what the instance's latest health check saw.
+DEPENDENCY_UP = Gauge(
+    "relay_dependency_up",
+    "PostgreSQL and Redis as the latest /health saw them: 1 up, 0 down",
+    ["dependency"],
+    multiprocess_mode="livemostrecent",
+)
+# With payments on, /health also reads the claim outbox (a table shared by every instance).
+OUTBOX_BACKLOG = Gauge(
+    "relay_outbox_backlog",
+    "Accepted claims not yet acknowledged by the node, as the latest /health saw them",
+    multiprocess_mode="livemostrecent",
+)
+OUTBOX_OLDEST = Gauge(
+    "relay_outbox_oldest_seconds",
+    "Age of the oldest unacknowledged claim (0: none), as the latest /health saw it",
+    multiprocess_mode="livemostrecent",
+)
 CHANNEL_CACHE = Counter(
     "relay_channel_cache_total",
     "Channel-state lookups by level (l1 memory, l2 Redis, l3 node) and result: hit, miss,"

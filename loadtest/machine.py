@@ -39,6 +39,7 @@ class MachineInfo(msgspec.Struct, kw_only=True):
     locust: str
     loadavg_at_start: list[float]
     nofile: list[int]
+    commit_ms: list[float] | None = None  # median, p95 of one durable commit (durable_commit_ms)
 
 
 class OtherLoad:
@@ -108,6 +109,28 @@ def _postgres_version(database_url: str | None) -> str:
     return "unknown"
 
 
+COMMIT_PROBES = 200
+
+
+def durable_commit_ms(database_url: str | None) -> list[float] | None:
+    """Median and p95 wall time of a one-row INSERT with its durable COMMIT on the bench's
+    PostgreSQL: the floor under every EVENT -> OK, set by the disk's flush latency (which
+    moves with the host's other tenants), so a report's latencies can be read against it."""
+    if not database_url:
+        return None
+    with contextlib.suppress(Exception), psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS bench_commit_probe (n integer)")
+        times = []
+        for n in range(COMMIT_PROBES):
+            started = time.perf_counter()
+            conn.execute("INSERT INTO bench_commit_probe VALUES (%s)", (n,), prepare=True)
+            times.append((time.perf_counter() - started) * 1000)
+        conn.execute("DROP TABLE bench_commit_probe")
+        times.sort()
+        return [round(times[len(times) // 2], 2), round(times[int(len(times) * 0.95)], 2)]
+    return None
+
+
 def _redis_version(redis_url: str | None) -> str:
     if redis_url:
         with contextlib.suppress(Exception):
@@ -143,4 +166,5 @@ def machine_info(target: Target) -> MachineInfo:
         locust=_version([sys.executable, "-m", "locust", "--version"], r"locust ([\d.]+)"),
         loadavg_at_start=[round(x, 2) for x in os.getloadavg()],
         nofile=list(resource.getrlimit(resource.RLIMIT_NOFILE)),
+        commit_ms=durable_commit_ms(target.database_url),
     )

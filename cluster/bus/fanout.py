@@ -25,6 +25,8 @@ from redis.exceptions import RedisError
 from cluster import metrics
 from cluster.bus.constants import FIELD_EVENTS, FIELD_ORIGIN, FIELD_SENT_AT, events_stream
 from cluster.bus.dedup import RecentIds
+from cluster.bus.redis_clients import redis_from_settings
+from cluster.config import RedisSettings
 from cluster.nostr.event import Event, event_from_json
 
 log = logging.getLogger(__name__)
@@ -52,7 +54,7 @@ def _stream_id(value: bytes | str) -> tuple[int, int]:
 class FanoutBus:
     def __init__(
         self,
-        redis_url: str,
+        redis_url: RedisSettings | str,
         prefix: str,
         maxlen: int,
         deliver: Deliver,
@@ -80,10 +82,10 @@ class FanoutBus:
     # ---- lifecycle --------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._publisher = aioredis.Redis.from_url(
+        self._publisher = redis_from_settings(
             self._url, socket_timeout=5, socket_connect_timeout=2, retry_on_timeout=False
         )
-        self._reader = aioredis.Redis.from_url(
+        self._reader = redis_from_settings(
             self._url,
             socket_timeout=READ_BLOCK_MS / 1000 + 5,
             socket_connect_timeout=2,
@@ -196,6 +198,9 @@ class FanoutBus:
         First start: after the newest entry (history is served by REQ, not by the stream).
         Same Redis: exactly where we stopped. A restarted Redis (new run_id) whose stream no longer
         reaches back to our position: from its beginning, since everything in it is new to us.
+        A replica promoted by Sentinel also has a new run_id but the replicated stream, which
+        does reach back: we resume exactly where we stopped (entries the old master had not yet
+        replicated are gone from the stream; they are stored, so a REQ still returns them).
         """
         assert self._reader is not None
         info: dict[str, Any] = await self._reader.info("server")

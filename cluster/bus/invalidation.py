@@ -17,6 +17,9 @@ from collections.abc import Awaitable, Callable
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from cluster.bus.redis_clients import redis_from_settings
+from cluster.config import RedisSettings
+
 log = logging.getLogger(__name__)
 
 Reload = Callable[[], Awaitable[None]]
@@ -30,7 +33,7 @@ RELOAD_MESSAGE = b"reload"
 class Invalidations:
     """Subscribes to one channel and calls `reload` on each message and each (re)subscribe."""
 
-    def __init__(self, redis_url: str, channel: str, reload: Reload) -> None:
+    def __init__(self, redis_url: RedisSettings | str, channel: str, reload: Reload) -> None:
         self._url = redis_url
         self._channel = channel
         self._reload = reload
@@ -42,7 +45,7 @@ class Invalidations:
         self.reloads = 0
 
     async def start(self) -> None:
-        self._client = aioredis.Redis.from_url(
+        self._client = redis_from_settings(
             self._url,
             socket_timeout=POLL_TIMEOUT + 5,
             socket_connect_timeout=2,

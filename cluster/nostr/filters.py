@@ -29,6 +29,8 @@ class FilterLimits(msgspec.Struct, frozen=True):
     max_limit: int = 5000
     default_limit: int = 500
     max_values: int = 1000
+    search: bool = True
+    """NIP-50 `search` accepted; False when the relay runs without its search index."""
 
 
 class Filter(msgspec.Struct, frozen=True, gc=False):
@@ -144,6 +146,8 @@ def parse_filter(obj: Any, limits: FilterLimits) -> Filter:
         elif key.startswith("#"):
             raise FilterError(f"'{key[:32]}': tag filters are '#' and one letter a-z or A-Z")
         elif key == "search":
+            if not limits.search:
+                raise UnsupportedFilter("search (NIP-50) is not enabled on this relay")
             try:
                 search = parse_search(value)
             except SearchError as exc:

@@ -10,13 +10,17 @@ from cluster.config import Settings
 Fee = dict[str, object]
 """One NIP-11 publication fee, e.g. {"kinds": [1], "amount": 10, "unit": "sats"}."""
 
-SUPPORTED_NIPS = [1, 9, 11, 13, 40, 42, 45, 50, 62, 70, 86]
+SUPPORTED_NIPS = [1, 9, 11, 13, 40, 42, 45, 62, 70, 86]
 SOFTWARE = "relay-cluster"
 
 
 def supported_nips(settings: Settings) -> list[int]:
-    """NIP-77 only while negentropy is enabled."""
-    nips = [*SUPPORTED_NIPS, 77] if settings.negentropy.enabled else list(SUPPORTED_NIPS)
+    """NIP-50 and NIP-77 only while they are enabled."""
+    nips = list(SUPPORTED_NIPS)
+    if settings.search.enabled:
+        nips.append(50)
+    if settings.negentropy.enabled:
+        nips.append(77)
     return sorted(nips)
 
 

@@ -10,11 +10,11 @@ from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 import psycopg
-import redis.asyncio as aioredis
 from aiohttp import web
 
 from cluster import metrics
 from cluster.bus.fanout import FanoutBus
+from cluster.bus.redis_clients import redis_from_settings
 from cluster.config import Settings
 from cluster.payments.channels import ChannelStateCache
 from cluster.payments.dassie import DassieClient
@@ -34,6 +34,7 @@ from cluster.relay.policies import default_policies
 from cluster.relay.ratelimit import ConnectionCounter, RateLimiter, redis_client
 from cluster.relay.subscriptions import SubscriptionIndex
 from cluster.store import search
+from cluster.store.archive import ArchiveRunner, archive_scope
 from cluster.store.events import EventStore
 from cluster.store.pool import create_pool, create_write_pool
 from cluster.store.writer import EventWriter, PostgresBatchSaver
@@ -55,7 +56,7 @@ async def _relay_context(app: web.Application) -> AsyncIterator[None]:
     await pool.open(wait=False)
     write_pool = create_write_pool(database, size=database.writer_lanes, name="relay-writer")
     await write_pool.open(wait=False)
-    store = EventStore(pool)
+    store = EventStore(pool, archive_scope(settings.archive.kind_horizons))
     writer = EventWriter(
         PostgresBatchSaver(write_pool),
         settings.database.write_batch_max,
@@ -65,14 +66,14 @@ async def _relay_context(app: web.Application) -> AsyncIterator[None]:
     writer.start()
     index = SubscriptionIndex()
     bus = FanoutBus(
-        settings.redis.url,
+        settings.redis,
         settings.redis.key_prefix,
         settings.redis.stream_maxlen,
         index.dispatch,
         interested=lambda: len(index) > 0,
     )
     await bus.start()
-    limits_redis = redis_client(settings.redis.url)
+    limits_redis = redis_client(settings.redis)
     rate_limits = settings.rate_limits
     limiter = RateLimiter(
         limits_redis,
@@ -123,8 +124,8 @@ async def _start_payments(context: RelayContext, stack: contextlib.AsyncExitStac
         reset_after=dassie.reset_after,
     )
     stack.push_async_callback(node.close)
-    cache_redis = aioredis.Redis.from_url(
-        context.settings.redis.url, socket_timeout=0.5, socket_connect_timeout=0.5
+    cache_redis = redis_from_settings(
+        context.settings.redis, socket_timeout=0.5, socket_connect_timeout=0.5
     )
     stack.push_async_callback(cache_redis.aclose)
     channels = ChannelStateCache(
@@ -175,12 +176,37 @@ async def _expiration_purger(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
+async def _archive_runner(app: web.Application) -> AsyncIterator[None]:
+    """The archive tier's schedule: every worker tries, one at a time moves (store/archive.py)."""
+    archive = app[SETTINGS_KEY].archive
+    if not archive.horizons or not archive.schedule:
+        yield
+        return
+    runner = ArchiveRunner(
+        app[SETTINGS_KEY].database.url, archive.kind_horizons, archive.batch_size, archive.interval
+    )
+    async with _running(runner.run_forever(), "archive-runner"):
+        yield
+    await runner.close()
+
+
 async def _search_index_cleaner(app: web.Application) -> AsyncIterator[None]:
-    """NIP-50's index takes inserts into a pending list (migrations/007_search.sql): empty it
-    here, in the background, so no EVENT's commit has to."""
-    store = app[CONTEXT_KEY].store
+    """search.enabled: build NIP-50's index if it is missing (cluster/store/search.py), then
+    empty its pending list in the background every second, so no EVENT's commit has to."""
+    context = app[CONTEXT_KEY]
+    store = context.store
+    settings = context.settings
+    if not settings.search.enabled:
+        yield  # no index, nothing to build or clean (search filters are refused)
+        return
 
     async def clean_forever() -> None:
+        try:  # the first worker to get here builds the index; writes go on meanwhile
+            await search.rebuild_search_index(
+                settings.database.url, settings.search.config, only_if_missing=True
+            )
+        except Exception as exc:
+            log.error("could not build the search index: %s (searches stay slow)", exc)
         while True:
             await asyncio.sleep(search.CLEAN_INTERVAL)
             try:
@@ -229,6 +255,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_relay_context)
     app.cleanup_ctx.append(management_context)  # NIP-86 decisions, kept current cluster-wide
     app.cleanup_ctx.append(_expiration_purger)
+    app.cleanup_ctx.append(_archive_runner)
     app.cleanup_ctx.append(_metrics_flusher)
     app.cleanup_ctx.append(_search_index_cleaner)
     app.cleanup_ctx.append(dashboard_publisher)

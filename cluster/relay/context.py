@@ -36,6 +36,7 @@ def message_limits(settings: Settings) -> MessageLimits:
             max_limit=limits.max_limit,
             default_limit=limits.default_limit,
             max_values=limits.max_filter_values,
+            search=settings.search.enabled,
         ),
     )
 

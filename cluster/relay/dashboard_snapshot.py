@@ -33,6 +33,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from cluster import metrics
 from cluster.bus.constants import dashboard_snapshot_key, dashboard_workers_key
+from cluster.bus.redis_clients import redis_from_settings
 from cluster.relay.context import RelayContext
 from cluster.relay.keys import CONTEXT_KEY, SETTINGS_KEY
 
@@ -277,9 +278,7 @@ DASHBOARD_KEY = web.AppKey("dashboard", DashboardFeed)
 async def dashboard_publisher(app: web.Application) -> AsyncIterator[None]:
     """cleanup_ctx: publish this worker's snapshot every INTERVAL (Redis down: retried)."""
     settings = app[SETTINGS_KEY]
-    client = aioredis.Redis.from_url(
-        settings.redis.url, socket_timeout=1.0, socket_connect_timeout=1.0
-    )
+    client = redis_from_settings(settings.redis, socket_timeout=1.0, socket_connect_timeout=1.0)
     feed = DashboardFeed(app[CONTEXT_KEY], client)
     app[DASHBOARD_KEY] = feed
 

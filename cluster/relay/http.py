@@ -6,15 +6,18 @@ from __future__ import annotations
 import asyncio
 import hmac
 import os
+from typing import Any
 
 import orjson
 from aiohttp import web
 
+from cluster import metrics
 from cluster.relay.dashboard import add_dashboard_routes
 from cluster.relay.keys import CONTEXT_KEY, SETTINGS_KEY
 from cluster.relay.management.http import management_rpc
 from cluster.relay.private_metrics import metrics_page, private_metrics_address
 from cluster.relay.websocket import websocket
+from cluster.store.dashboard import OUTBOX
 
 NIP11_TYPE = "application/nostr+json"
 CORS_HEADERS = {
@@ -24,6 +27,7 @@ CORS_HEADERS = {
     "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
 }
 HEALTH_TIMEOUT = 2.0
+OUTBOX_TIMEOUT = 1.0
 
 
 async def root(request: web.Request) -> web.StreamResponse:
@@ -47,6 +51,20 @@ async def preflight(request: web.Request) -> web.Response:
     return web.Response(status=204, headers=CORS_HEADERS)
 
 
+async def _read_outbox(request: web.Request) -> None:
+    """The claim outbox's backlog into its gauges (payments on only); a failure leaves them."""
+    context = request.app[CONTEXT_KEY]
+    if context.outbox is None:
+        return
+    try:
+        async with asyncio.timeout(OUTBOX_TIMEOUT), context.store.pool.connection() as conn:
+            row: Any = await (await conn.execute(OUTBOX)).fetchone()
+    except Exception:  # the backlog is a figure, not part of the health verdict
+        return
+    metrics.OUTBOX_BACKLOG.set(row[0])
+    metrics.OUTBOX_OLDEST.set(row[1] or 0.0)
+
+
 async def health(request: web.Request) -> web.Response:
     context = request.app[CONTEXT_KEY]
     try:
@@ -55,6 +73,10 @@ async def health(request: web.Request) -> web.Response:
     except Exception:  # any failure means "not serving writes"; the reason is in the logs
         postgres = "down"
     redis = "ok" if context.bus.connected else "down"
+    metrics.DEPENDENCY_UP.labels("postgres").set(1 if postgres == "ok" else 0)
+    metrics.DEPENDENCY_UP.labels("redis").set(1 if redis == "ok" else 0)
+    if postgres == "ok":
+        await _read_outbox(request)
     body = {
         "status": "ok" if postgres == "ok" else "down",
         "postgres": postgres,

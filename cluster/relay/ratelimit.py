@@ -24,6 +24,9 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from cluster.bus.redis_clients import redis_from_settings
+from cluster.config import RedisSettings
+
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
@@ -76,10 +79,10 @@ return 1
 """
 
 
-def redis_client(url: str, timeout: float = 0.25) -> aioredis.Redis:
+def redis_client(url: RedisSettings | str, timeout: float = 0.25) -> aioredis.Redis:
     """A client for limits: short timeouts and no retries, so a dead Redis costs one timeout
     before the fallback takes over (redis-py's default retries for seconds)."""
-    return aioredis.Redis.from_url(
+    return redis_from_settings(
         url,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,

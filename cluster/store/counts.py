@@ -32,8 +32,18 @@ from psycopg import AsyncConnection
 
 from cluster.nostr import hll
 from cluster.nostr.filters import Filter
+from cluster.store.archive import ArchiveScope
 from cluster.store.search import DEFAULT_CONFIG
-from cluster.store.sql import build_count, count_conditions, filter_conditions, tag_driver
+from cluster.store.sql import (
+    ARCHIVE,
+    LIVE,
+    Tables,
+    build_count,
+    count_conditions,
+    filter_conditions,
+    reaches_archive,
+    tag_driver,
+)
 
 EXACT_BELOW = 20_000
 """Estimated matches under which an unselective COUNT is counted exactly: an index-only count
@@ -109,15 +119,36 @@ def build_hll(
     offset: int,
     hidden_kinds: frozenset[int] = frozenset(),
     search_config: str = DEFAULT_CONFIG,
+    archive: ArchiveScope | None = None,
 ) -> tuple[str, list[Any]]:
-    """(register, value, events) rows of one filter; their `events` sum to the count."""
+    """(register, value, events) rows of one filter; their `events` sum to the count. A filter
+    that reaches the archive folds both tiers' rows (an event is in one tier only)."""
     if not 8 <= offset <= 23:
         raise ValueError(f"NIP-45 offsets are 8..23, not {offset}")
+    if reaches_archive(flt, now, archive):
+        live, live_params = _tier_hll(flt, now, offset, hidden_kinds, search_config, LIVE)
+        old, old_params = _tier_hll(flt, now, offset, hidden_kinds, search_config, ARCHIVE)
+        sql = (
+            f"SELECT register, max(value), sum(events)::bigint FROM (({live}) UNION ALL ({old}))"
+            " AS tiers(register, value, events) GROUP BY 1"
+        )
+        return sql, [*live_params, *old_params]
+    return _tier_hll(flt, now, offset, hidden_kinds, search_config, LIVE)
+
+
+def _tier_hll(
+    flt: Filter,
+    now: int,
+    offset: int,
+    hidden_kinds: frozenset[int],
+    search_config: str,
+    tables: Tables,
+) -> tuple[str, list[Any]]:
     select = f"SELECT get_byte(pubkey, {offset}), max({register_value_sql(offset)}), count(*)"
     driver = tag_driver(flt)
     if driver is None or len(driver) != 1:
-        where, params = _hidden(*count_conditions(flt, now, search_config), hidden_kinds)
-        return f"{select} FROM events WHERE {where} GROUP BY 1", params
+        where, params = _hidden(*count_conditions(flt, now, search_config, tables), hidden_kinds)
+        return f"{select} FROM {tables.events} WHERE {where} GROUP BY 1", params
     # The event_tags row proves the tag: the events' tagvalues need no recheck.
     untagged = msgspec.structs.replace(flt, tags=())
     where, params = _hidden(
@@ -134,23 +165,31 @@ def build_hll(
         tag_where += " AND event_created_at <= %s"
         tag_params.append(flt.until)
     sql = (
-        f"{select} FROM event_tags JOIN events ON id = event_id"
+        f"{select} FROM {tables.tags} JOIN {tables.events} ON id = event_id"
         f" WHERE tagvalue = %s{tag_where} AND {where} GROUP BY 1"
     )
     return sql, [driver[0], *tag_params, *params]
 
 
 def build_estimate(
-    filters: Sequence[Filter], now: int, hidden_kinds: Sequence[frozenset[int]]
+    filters: Sequence[Filter],
+    now: int,
+    hidden_kinds: Sequence[frozenset[int]],
+    archive: ArchiveScope | None = None,
 ) -> tuple[str, list[Any]]:
-    """EXPLAIN of the union of the filters: its top row estimate is the approximate count."""
+    """EXPLAIN of the union of the filters: its top row estimate is the approximate count
+    (of both tiers, added up by the Append, when a filter reaches the archive)."""
     parts: list[str] = []
     params: list[Any] = []
     for flt, kinds in zip(filters, hidden_kinds, strict=True):
         where, filter_params = _hidden(*filter_conditions(flt, now), kinds)
         parts.append(f"({where})")
         params.extend(filter_params)
-    return f"EXPLAIN (FORMAT JSON) SELECT 1 FROM events WHERE {' OR '.join(parts)}", params
+    sql = f"EXPLAIN (FORMAT JSON) SELECT 1 FROM events WHERE {' OR '.join(parts)}"
+    if any(reaches_archive(flt, now, archive) for flt in filters):
+        sql += f" UNION ALL SELECT 1 FROM {ARCHIVE.events} WHERE {' OR '.join(parts)}"
+        params = [*params, *params]
+    return sql, params
 
 
 async def count_events(
@@ -159,9 +198,11 @@ async def count_events(
     now: int,
     hidden_kinds: Sequence[frozenset[int]] | None = None,
     search_config: str = DEFAULT_CONFIG,
+    archive: ArchiveScope | None = None,
 ) -> CountAnswer:
     """The COUNT answer for `filters` (without the kinds `hidden_kinds[i]` hides from filter
-    i), on one connection: one statement, or an EXPLAIN and at most one more."""
+    i), on one connection: one statement, or an EXPLAIN and at most one more. `archive`: the
+    archive tier's scope (None: nothing archived)."""
     hidden = list(hidden_kinds) if hidden_kinds is not None else [frozenset()] * len(filters)
     usable = [(flt, kinds) for flt, kinds in zip(filters, hidden, strict=True) if flt.can_match]
     if not usable:
@@ -169,7 +210,7 @@ async def count_events(
     target = hll.hll_target(filters)
     if target is not None and len(usable) == 1:
         offset = hll.offset_for(target)
-        sql, params = build_hll(usable[0][0], now, offset, usable[0][1], search_config)
+        sql, params = build_hll(usable[0][0], now, offset, usable[0][1], search_config, archive)
         cursor = await conn.execute(sql.encode(), params)
         registers = bytearray(hll.REGISTERS)
         total = 0
@@ -178,14 +219,18 @@ async def count_events(
             total += events
         return CountAnswer(total, hll=bytes(registers))
     if any(is_unselective(flt) for flt, _ in usable):
-        sql, params = build_estimate([f for f, _ in usable], now, [k for _, k in usable])
+        sql, params = build_estimate([f for f, _ in usable], now, [k for _, k in usable], archive)
         cursor = await conn.execute(sql.encode(), params)
         row = await cursor.fetchone()
         estimated = int(row[0][0]["Plan"]["Plan Rows"]) if row else 0
         if estimated >= EXACT_BELOW:
             return CountAnswer(estimated, approximate=True)
     sql, params = build_count(
-        [f for f, _ in usable], now, [k for _, k in usable], search_config=search_config
+        [f for f, _ in usable],
+        now,
+        [k for _, k in usable],
+        search_config=search_config,
+        archive=archive,
     )
     cursor = await conn.execute(sql.encode(), params)
     row = await cursor.fetchone()

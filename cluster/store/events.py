@@ -17,6 +17,7 @@ from psycopg_pool import AsyncConnectionPool
 from cluster import metrics
 from cluster.nostr.event import id_of_encoded
 from cluster.nostr.filters import Filter
+from cluster.store.archive import ArchiveScope
 from cluster.store.counts import CountAnswer, CountCache, count_events
 from cluster.store.search import DEFAULT_CONFIG
 from cluster.store.sql import build_count, build_select, queryable
@@ -26,6 +27,8 @@ PURGE_SQL = (
     "DELETE FROM events WHERE id IN ("
     " SELECT id FROM events WHERE expires_at <= %s LIMIT %s FOR UPDATE SKIP LOCKED)"
 )
+# The archive tier (cluster/store/archive.py) keeps expires_at: its expired events go the same way.
+PURGE_ARCHIVE_SQL = PURGE_SQL.replace("events", "archived_events")
 
 
 FANOUT_GRACE = 30.0
@@ -74,8 +77,9 @@ class RowCursor:
 class EventStore:
     """Narrow storage interface over PostgreSQL; every SQL string lives in cluster/store."""
 
-    def __init__(self, pool: AsyncConnectionPool) -> None:
+    def __init__(self, pool: AsyncConnectionPool, archive: ArchiveScope | None = None) -> None:
         self.pool = pool
+        self.archive = archive  # the archive tier's scope (cluster/store/archive.py), if any
         self._saver = PostgresBatchSaver(pool)
         self._counts = CountCache()
 
@@ -94,7 +98,7 @@ class EventStore:
         `search_config` is the text search configuration of NIP-50 filters (search.config)."""
         if not queryable(list(filters)):
             return StoredRows([], set())
-        sql, params = build_select(list(filters), now, search_config)
+        sql, params = build_select(list(filters), now, search_config, self.archive)
         with metrics.DB_QUERY.labels("query").time():
             async with self.pool.connection() as conn:
                 cursor = await conn.execute(sql.encode(), params)
@@ -120,7 +124,7 @@ class EventStore:
         if not usable:
             yield RowCursor(None, 0)
             return
-        sql, params = build_select(usable, now, search_config)
+        sql, params = build_select(usable, now, search_config, self.archive)
         async with self.pool.connection() as conn, conn.transaction():
             await conn.execute(CURSOR_PLANS_AS_WHOLE)
             async with AsyncServerCursor[tuple[str, datetime]](conn, "req_rows") as cursor:
@@ -140,7 +144,7 @@ class EventStore:
         """Events matching any filter, without the kinds `hidden_kinds[i]` hides from filter i."""
         if not any(flt.can_match for flt in filters):
             return 0
-        sql, params = build_count(list(filters), now, hidden_kinds)
+        sql, params = build_count(list(filters), now, hidden_kinds, archive=self.archive)
         with metrics.DB_QUERY.labels("count").time():
             async with self.pool.connection() as conn:
                 cursor = await conn.execute(sql.encode(), params)
@@ -165,7 +169,9 @@ class EventStore:
         started = time.perf_counter()
         with metrics.DB_QUERY.labels("count").time():
             async with self.pool.connection() as conn:
-                answer = await count_events(conn, filters, now, hidden_kinds, search_config)
+                answer = await count_events(
+                    conn, filters, now, hidden_kinds, search_config, self.archive
+                )
         self._counts.put(key, answer, time.perf_counter() - started, time.monotonic())
         return answer
 
@@ -177,7 +183,9 @@ class EventStore:
     async def purge_expired(self, now: int, batch: int = 1000) -> int:
         async with self.pool.connection() as conn:
             cursor = await conn.execute(PURGE_SQL, (now, batch))
-            return cursor.rowcount
+            purged = cursor.rowcount
+            cursor = await conn.execute(PURGE_ARCHIVE_SQL, (now, batch))
+            return purged + cursor.rowcount
 
     async def ping(self) -> None:
         async with self.pool.connection() as conn:

@@ -12,15 +12,19 @@ from collections.abc import AsyncIterator
 import psycopg
 
 from cluster.nostr.filters import Filter
-from cluster.store.sql import count_conditions
+from cluster.store.sql import ARCHIVE, LIVE, count_conditions
 
 CHUNK_ROWS = 2_000
 
 
-async def exported_rows(database_url: str, flt: Filter) -> AsyncIterator[str]:
-    """Every stored, unexpired event matching `flt` (its limit ignored), by created_at then id."""
-    where, params = count_conditions(flt, int(time.time()))
-    sql = f"SELECT raw FROM events WHERE {where} ORDER BY created_at, id"
+async def exported_rows(
+    database_url: str, flt: Filter, *, archive: bool = False
+) -> AsyncIterator[str]:
+    """Every stored, unexpired event matching `flt` (its limit ignored), by created_at then id;
+    `archive`: those of the archive tier (cluster/store/archive.py) instead of the live one."""
+    tables = ARCHIVE if archive else LIVE
+    where, params = count_conditions(flt, int(time.time()), tables=tables)
+    sql = f"SELECT raw FROM {tables.events} WHERE {where} ORDER BY created_at, id"
     async with (
         await psycopg.AsyncConnection.connect(database_url) as conn,
         conn.cursor(name="relay_export") as cursor,

@@ -19,7 +19,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from cluster import metrics
 from cluster.nostr.filters import Filter
-from cluster.store.sql import count_conditions
+from cluster.store.archive import ArchiveScope
+from cluster.store.sql import ARCHIVE, hidden_conditions, reaches_archive
 
 
 class ItemList(msgspec.Struct, frozen=True):
@@ -31,13 +32,19 @@ class ItemList(msgspec.Struct, frozen=True):
 
 
 def build_items(
-    flt: Filter, now: int, hidden_kinds: frozenset[int], max_items: int
+    flt: Filter,
+    now: int,
+    hidden_kinds: frozenset[int],
+    max_items: int,
+    archive: ArchiveScope | None = None,
 ) -> tuple[str, list[Any]]:
-    """The statement returning (count, timestamps, ids) for up to max_items + 1 matches."""
-    where, params = count_conditions(flt, now)
-    if hidden_kinds:
-        where += " AND kind <> ALL(%s::integer[])"
-        params = [*params, sorted(hidden_kinds)]
+    """The statement returning (count, timestamps, ids) for up to max_items + 1 matches (of
+    both tiers when the filter reaches the archive: an event is in one tier only)."""
+    where, params = hidden_conditions(flt, hidden_kinds, now)
+    if reaches_archive(flt, now, archive):
+        old, old_params = hidden_conditions(flt, hidden_kinds, now, tables=ARCHIVE)
+        where += f" UNION ALL SELECT created_at, id FROM {ARCHIVE.events} WHERE {old}"
+        params = [*params, *old_params]
     order = "ORDER BY created_at, id"
     sql = (
         "SELECT count(*),"
@@ -49,12 +56,17 @@ def build_items(
 
 
 async def fetch_items(
-    pool: AsyncConnectionPool, flt: Filter, now: int, hidden_kinds: frozenset[int], max_items: int
+    pool: AsyncConnectionPool,
+    flt: Filter,
+    now: int,
+    hidden_kinds: frozenset[int],
+    max_items: int,
+    archive: ArchiveScope | None = None,
 ) -> ItemList:
     """The filter's items, or only their count when there are more than `max_items`."""
     if not flt.can_match:
         return ItemList(0, b"", b"")
-    sql, params = build_items(flt, now, hidden_kinds, max_items)
+    sql, params = build_items(flt, now, hidden_kinds, max_items, archive)
     with metrics.DB_QUERY.labels("negentropy").time():
         async with pool.connection() as conn:
             cursor = await conn.execute(sql.encode(), params)

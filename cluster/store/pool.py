@@ -66,6 +66,25 @@ def _options(timeout_ms: int) -> str:
     return f"-c statement_timeout={timeout_ms} {SESSION_OPTIONS}"
 
 
+def network_kwargs(settings: DatabaseSettings) -> dict[str, int]:
+    """libpq parameters that bound every wait on a silent server by database.network_timeout_ms
+    (tests/netns: a partition from PostgreSQL otherwise left EVENTs unanswered for as long as
+    TCP retransmits): unacknowledged data (tcp_user_timeout), connecting, and an idle peer
+    (keepalives, probing after a third of the timeout)."""
+    ms = settings.network_timeout_ms
+    if not ms:
+        return {}
+    seconds = max(1, ms // 1000)
+    return {
+        "tcp_user_timeout": ms,
+        "connect_timeout": seconds,
+        "keepalives": 1,
+        "keepalives_idle": max(1, seconds // 3),
+        "keepalives_interval": max(1, seconds // 6),
+        "keepalives_count": 3,
+    }
+
+
 def create_pool(
     settings: DatabaseSettings, *, name: str = "relay", warm: bool = False
 ) -> QueryPool:
@@ -89,6 +108,7 @@ def create_pool(
             "autocommit": True,
             "options": _options(settings.query_timeout_ms),
             "application_name": f"relay-cluster-{name}",
+            **network_kwargs(settings),
         },
     )
 
@@ -107,5 +127,6 @@ def create_write_pool(settings: DatabaseSettings, *, size: int, name: str) -> As
             "autocommit": True,
             "options": _options(settings.write_timeout_ms),
             "application_name": f"relay-cluster-{name}",
+            **network_kwargs(settings),
         },
     )

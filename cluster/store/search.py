@@ -39,6 +39,8 @@ INDEX_OPTIONS = "fastupdate = on, gin_pending_list_limit = 1024"
 """As in migrations/007_search.sql: inserts append to the pending list, which
 clean_pending_list empties in the background."""
 CLEAN_INTERVAL = 1.0
+BUILD_LOCK_KEY = 0x5EA7C4
+"""Advisory lock of the index build (the session's: released when its connection closes)."""
 SEARCH_CANDIDATES = 100
 """Newest matches of one search filter that are ranked (at least `limit`); the best `limit` of
 them are sent. Ranking recomputes each candidate's document (JSON + to_tsvector: ~35 us here),
@@ -132,14 +134,27 @@ async def index_config(conn: psycopg.AsyncConnection[Any]) -> str | None:
     return found[1] if found else None
 
 
-async def rebuild_search_index(conninfo: str, config: str) -> bool:
-    """Make the search index use `config`; False when it already does. Built CONCURRENTLY
+async def rebuild_search_index(
+    conninfo: str, config: str, *, only_if_missing: bool = False
+) -> bool:
+    """Make the search index use `config` (`python -m cluster.store.search`), or with
+    `only_if_missing` only make sure there is one (each worker at start-up when search is
+    enabled); False when nothing was to do or another session is building it. Built CONCURRENTLY
     under a new name, then swapped in, so inserts go on while it builds (minutes on millions
     of events) and the old index serves until the new one is valid."""
     _config_literal(config)  # a name unsafe in SQL is refused before any I/O
     async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
         await conn.execute("SELECT %s::regconfig", (config,))  # an unknown config fails here
-        if await index_config(conn) == config:
+        built_for = await index_config(conn)
+        if built_for == config or (only_if_missing and built_for is not None):
+            return False
+        # One builder at a time, cluster-wide (every worker of every instance may try at
+        # start-up); the others return at once, the index being built meanwhile.
+        cursor = await conn.execute("SELECT pg_try_advisory_lock(%s)", (BUILD_LOCK_KEY,))
+        row = await cursor.fetchone()
+        if not (row and row[0]):
+            return False
+        if await index_config(conn) == config:  # built by another worker before we locked
             return False
         building = f"{INDEX_NAME}_new"
         await conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {building}".encode())

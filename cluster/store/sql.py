@@ -15,14 +15,22 @@ Access paths, by what a filter names (first match wins):
 A NIP-50 `search` filter goes to cluster/store/search.py instead: its matches come from the
 full-text GIN index (or whichever index the planner finds better for its other fields), the
 newest hundred of them (the last day first) ranked by relevance.
+
+The archive tier (cluster/store/archive.py): a filter that can reach archived events (its kinds
+and `since`, `ArchiveScope.reaches`) runs its plan on both tiers, `events`/`event_tags` and
+`archived_events`/`archived_event_tags`, as a UNION ALL (an event is in one tier only) under
+the same order and limit; the archive branch runs only when the live tier's matches do not
+already fill the limit with events newer than anything archived. Every other filter gets
+exactly the SQL it got before the archive.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from cluster.nostr.filters import Filter
+from cluster.store.archive import ArchiveScope
 from cluster.store.search import DEFAULT_CONFIG, search_condition, search_select
 from cluster.store.text import pg_text
 
@@ -32,6 +40,19 @@ TAG_ORDER = "ORDER BY event_created_at DESC, event_id"
 # ago may still be on its way to this worker's subscriptions through the fan-out).
 RESULT = "raw, stored_at"
 LATERAL_COLUMNS = {"pubkey": "bytea", "kind": "integer"}
+
+
+class Tables(NamedTuple):
+    """One tier: its events table and its tag rows (migrations 001, 004, 010)."""
+
+    events: str
+    tags: str
+
+
+LIVE = Tables("events", "event_tags")
+ARCHIVE = Tables("archived_events", "archived_event_tags")
+# What each tier's branch of a two-tier REQ yields: enough to order and limit the union.
+TIERED = f"id, created_at, {RESULT}"
 
 
 def _values(column: str, flt: Filter) -> list[Any] | None:
@@ -136,9 +157,14 @@ def _newest_ids(key_type: str, scan: str, *, distinct: bool) -> str:
 
 
 def filter_select(
-    flt: Filter, now: int, columns: str, search_config: str = DEFAULT_CONFIG
+    flt: Filter,
+    now: int,
+    columns: str,
+    search_config: str = DEFAULT_CONFIG,
+    tables: Tables = LIVE,
 ) -> tuple[str, list[Any]]:
-    """One filter's newest `limit` events (a search filter's best), as `columns` of events."""
+    """One filter's newest `limit` events (a search filter's best), as `columns` of events
+    (of `tables`' tier; search reads the live tier only)."""
     if flt.search is not None:
         where, params = filter_conditions(flt, now, search_config=search_config)
         return search_select(flt, now, where, params, columns, search_config)
@@ -147,8 +173,9 @@ def filter_select(
         where, params = filter_conditions(flt, now)
         tag_where, tag_params = _tag_row_conditions(flt)
         scan = (
-            "SELECT {select} FROM event_tags"
-            f" JOIN events ON id = event_id WHERE tagvalue = {{key}}{tag_where} AND {where}"
+            f"SELECT {{select}} FROM {tables.tags}"
+            f" JOIN {tables.events} ON id = event_id"
+            f" WHERE tagvalue = {{key}}{tag_where} AND {where}"
             f" {TAG_ORDER} LIMIT %s"
         )
         scan_params = [*tag_params, *params, flt.limit]
@@ -159,16 +186,50 @@ def filter_select(
         ids = scan.format(select="event_id AS id, event_created_at AS created_at", key="k.v")
         newest = _newest_ids("text", ids, distinct=True)
         key_params = [driver, *scan_params, flt.limit]
-        return f"SELECT {columns} FROM events WHERE {newest} {ORDER}", key_params
+        return f"SELECT {columns} FROM {tables.events} WHERE {newest} {ORDER}", key_params
     column = _lateral_column(flt)
     if column is None:
         where, params = filter_conditions(flt, now)
-        return f"SELECT {columns} FROM events WHERE {where} {ORDER} LIMIT %s", [*params, flt.limit]
+        sql = f"SELECT {columns} FROM {tables.events} WHERE {where} {ORDER} LIMIT %s"
+        return sql, [*params, flt.limit]
     where, params = filter_conditions(flt, now, per_key=column)
-    scan = f"SELECT id, created_at FROM events WHERE {where} {ORDER} LIMIT %s"
+    scan = f"SELECT id, created_at FROM {tables.events} WHERE {where} {ORDER} LIMIT %s"
     newest = _newest_ids(LATERAL_COLUMNS[column], scan, distinct=False)
-    sql = f"SELECT {columns} FROM events WHERE {newest} {ORDER}"
+    sql = f"SELECT {columns} FROM {tables.events} WHERE {newest} {ORDER}"
     return sql, [_values(column, flt), *params, flt.limit, flt.limit]
+
+
+def reaches_archive(flt: Filter, now: int, archive: ArchiveScope | None) -> bool:
+    """Whether `flt` reads the archive tier too (never when nothing is archived)."""
+    return archive is not None and archive.reaches(flt, now)
+
+
+def tiered_select(
+    flt: Filter,
+    now: int,
+    columns: str,
+    search_config: str = DEFAULT_CONFIG,
+    archive: ArchiveScope | None = None,
+) -> tuple[str, list[Any]]:
+    """`filter_select`, over both tiers when the filter can reach the archive: each tier's
+    newest `limit`, then the newest `limit` of both (`columns` must be among TIERED's).
+
+    Every archived match is older than the scope's boundary, so when the live tier alone has
+    `limit` matches at or after it, the archive cannot change the answer and is not read at all
+    (a one-time filter: a hot note's reactions, a busy feed). Measured in docs/OPERATIONS.md.
+    """
+    boundary = archive.boundary(flt, now) if archive is not None else None
+    if boundary is None or not reaches_archive(flt, now, archive):
+        return filter_select(flt, now, columns, search_config)
+    live, live_params = filter_select(flt, now, TIERED, search_config)
+    old, old_params = filter_select(flt, now, TIERED, search_config, ARCHIVE)
+    needed = "(SELECT count(*) FROM live WHERE created_at >= %s) < %s"
+    sql = (
+        f"WITH live AS MATERIALIZED ({live}) SELECT {columns} FROM (SELECT {TIERED} FROM live"
+        f" UNION ALL SELECT {TIERED} FROM ({old}) AS archived WHERE {needed}) AS tiers"
+        f" {ORDER} LIMIT %s"
+    )
+    return sql, [*live_params, *old_params, boundary, flt.limit, flt.limit]
 
 
 def queryable(filters: tuple[Filter, ...] | list[Filter]) -> list[Filter]:
@@ -177,7 +238,10 @@ def queryable(filters: tuple[Filter, ...] | list[Filter]) -> list[Filter]:
 
 
 def build_select(
-    filters: tuple[Filter, ...] | list[Filter], now: int, search_config: str = DEFAULT_CONFIG
+    filters: tuple[Filter, ...] | list[Filter],
+    now: int,
+    search_config: str = DEFAULT_CONFIG,
+    archive: ArchiveScope | None = None,
 ) -> tuple[str, list[Any]]:
     """One statement returning (raw, stored_at) for the union of the filters, newest first.
 
@@ -185,32 +249,47 @@ def build_select(
     A lone search filter's events come by relevance (NIP-50); in a union of several filters,
     each search filter picks its most relevant `limit`, and the union is sent newest first.
     Raises ValueError when no filter can match (the caller skips the query and sends EOSE).
+    `archive`: the archive tier's scope, None when nothing is archived.
     """
     usable = queryable(filters)
     if not usable:
         raise ValueError("no filter can match stored events")
     if len(usable) == 1:
-        return filter_select(usable[0], now, RESULT, search_config)
+        return tiered_select(usable[0], now, RESULT, search_config, archive)
     parts: list[str] = []
     params: list[Any] = []
     for flt in usable:
-        sql, filter_params = filter_select(flt, now, f"id, created_at, {RESULT}", search_config)
+        sql, filter_params = tiered_select(flt, now, TIERED, search_config, archive)
         parts.append(f"({sql})")
         params.extend(filter_params)
     return f"SELECT {RESULT} FROM ({' UNION '.join(parts)}) AS matched {ORDER}", params
 
 
 def count_conditions(
-    flt: Filter, now: int, search_config: str = DEFAULT_CONFIG
+    flt: Filter, now: int, search_config: str = DEFAULT_CONFIG, tables: Tables = LIVE
 ) -> tuple[str, list[Any]]:
-    """`filter_conditions`, plus the event_tags lookup that gives a tag filter an index (and
-    a search filter's match)."""
+    """`filter_conditions`, plus the tag rows' lookup (of `tables`' tier) that gives a tag
+    filter an index (and a search filter's match)."""
     where, params = filter_conditions(flt, now, search_config=search_config)
     driver = tag_driver(flt)
     if driver is None:
         return where, params
-    tagged = "id IN (SELECT event_id FROM event_tags WHERE tagvalue = ANY(%s::text[]))"
+    tagged = f"id IN (SELECT event_id FROM {tables.tags} WHERE tagvalue = ANY(%s::text[]))"
     return f"{tagged} AND {where}", [driver, *params]
+
+
+def hidden_conditions(
+    flt: Filter,
+    kinds: frozenset[int],
+    now: int,
+    search_config: str = DEFAULT_CONFIG,
+    tables: Tables = LIVE,
+) -> tuple[str, list[Any]]:
+    """`count_conditions` without the `kinds` hidden from this filter."""
+    where, params = count_conditions(flt, now, search_config, tables)
+    if kinds:
+        return f"{where} AND kind <> ALL(%s::integer[])", [*params, sorted(kinds)]
+    return where, params
 
 
 def build_count(
@@ -218,24 +297,32 @@ def build_count(
     now: int,
     hidden_kinds: Sequence[frozenset[int]] | None = None,
     search_config: str = DEFAULT_CONFIG,
+    archive: ArchiveScope | None = None,
 ) -> tuple[str, list[Any]]:
     """NIP-45 COUNT: distinct events matching any filter; limits do not apply to counts.
 
     `hidden_kinds[i]`, when given, are kinds filter i must not count (DMs the client may not
-    read: cluster/nostr/dm_access.py).
+    read: cluster/nostr/dm_access.py). A filter that reaches the archive counts both tiers (an
+    event is in one tier only, so their counts add up).
     """
     hidden = list(hidden_kinds) if hidden_kinds is not None else [frozenset()] * len(filters)
     usable = [(flt, kinds) for flt, kinds in zip(filters, hidden, strict=True) if flt.can_match]
     if not usable:
         raise ValueError("no filter can match stored events")
     parts, params = [], []
+    tiered = False
     for flt, kinds in usable:
-        where, filter_params = count_conditions(flt, now, search_config)
-        if kinds:
-            where += " AND kind <> ALL(%s::integer[])"
-            filter_params = [*filter_params, sorted(kinds)]
-        parts.append(f"SELECT id FROM events WHERE {where}")
+        where, filter_params = hidden_conditions(flt, kinds, now, search_config)
+        part = f"SELECT id FROM events WHERE {where}"
+        if reaches_archive(flt, now, archive):
+            tiered = True
+            old, old_params = hidden_conditions(flt, kinds, now, search_config, ARCHIVE)
+            part = f"({part} UNION ALL SELECT id FROM {ARCHIVE.events} WHERE {old})"
+            filter_params = [*filter_params, *old_params]
+        parts.append(part)
         params.extend(filter_params)
+    if len(parts) == 1 and tiered:
+        return f"SELECT count(*) FROM {parts[0]} AS matched", params
     if len(parts) == 1:
         return f"SELECT count(*) FROM events WHERE {where}", params
     return f"SELECT count(*) FROM ({' UNION '.join(parts)}) AS matched", params

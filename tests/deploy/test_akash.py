@@ -239,7 +239,9 @@ def _check_profiles(profiles: Any) -> list[str]:
             if profile not in compute:
                 errors.append(f"placement {name}: pricing for unknown profile {profile}")
             denom = (price or {}).get("denom")
-            if denom != "uakt" and not str(denom).startswith("ibc/"):
+            # Leases are paid in ACT only since the Burn-Mint Equilibrium upgrade: uakt prices
+            # get no lease (docs/DEPLOY.md, "Cost").
+            if denom != "uact":
                 errors.append(f"placement {name}: {profile} priced in unknown denom {denom}")
             if not _is_positive_number((price or {}).get("amount")):
                 errors.append(f"placement {name}: {profile} amount must be positive")
@@ -458,9 +460,9 @@ def test_postgres_and_redis_keep_their_data_on_persistent_storage() -> None:
     assert postgres_env["PGDATA"].startswith(mounts["postgres"] + "/")
 
 
-def test_every_price_is_in_uakt() -> None:
+def test_every_price_is_in_uact() -> None:
     pricing = rendered_sdl()["profiles"]["placement"]["akash"]["pricing"]
-    assert {price["denom"] for price in pricing.values()} == {"uakt"}
+    assert {price["denom"] for price in pricing.values()} == {"uact"}
     assert all(
         isinstance(price["amount"], int) and price["amount"] > 0 for price in pricing.values()
     )

@@ -69,7 +69,9 @@ def test_the_deployment_guide_walks_through_every_target() -> None:
     for command in (
         "docker compose up -d --build",
         "kubectl apply -k k8s/overlays/prod",
-        "provider-services tx deployment create",
-        "provider-services tx deployment update",
+        "akt deploy deploy.rendered.yaml",
+        "akt update deploy.rendered.yaml",
     ):
         assert command in guide, command
+    # the `akt` CLI replaced `akash` and `provider-services`: no command of theirs is documented
+    assert "provider-services tx" not in guide and "akash tx" not in guide

@@ -25,11 +25,14 @@ from cluster.store.writer import PostgresBatchSaver, SaveRequest
 from tests.services import migrated_database
 
 
-def cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+def cli(
+    database_url: str, *args: str, stdin: bytes | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DATABASE_URL": database_url}
     return subprocess.run(
         [sys.executable, "-m", "cluster.cli", *args],
         env=env, capture_output=True, text=True, timeout=120, check=True,
+        input=None if stdin is None else stdin.decode(),
     )  # fmt: skip
 
 
@@ -74,10 +77,14 @@ async def test_export_then_import_round_trips(postgres_server_url: str, tmp_path
             handle.write("not json\n")
             forged = json.loads(lines[0]) | {"content": "forged"}
             handle.write(json.dumps(forged) + "\n")
-        first = json.loads(cli(target, "import", str(dump), "--batch", "7").stdout)
+        imported = cli(target, "import", str(dump), "--batch", "7")
+        first = json.loads(imported.stdout)
         assert first == {"invalid": 1, "not an event": 1, "stored": len(events)}
+        bad = [line for line in imported.stderr.splitlines() if line.startswith("line ")]
+        assert bad[0].startswith(f"line {len(events) + 1}: not an event")  # the line numbers
+        assert bad[1].startswith(f"line {len(events) + 2}: invalid: event id does not match")
         assert await rows(target) == await rows(source)
-        again = json.loads(cli(target, "import", str(dump)).stdout)
+        again = json.loads(cli(target, "import", stdin=gzip.decompress(dump.read_bytes())).stdout)
         assert again == {"duplicate": len(events), "invalid": 1, "not an event": 1}
 
         vanish = tmp_path / "vanish.jsonl"

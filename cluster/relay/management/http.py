@@ -118,7 +118,7 @@ async def management_context(app: web.Application) -> AsyncIterator[None]:
     except STORE_FAILURES as exc:  # serve anyway; the listener's first subscribe reloads
         log.warning("could not load the NIP-86 decisions at start: %s", exc)
     invalidations = Invalidations(
-        settings.redis.url, moderation_channel(settings.redis.key_prefix), moderation.reload
+        settings.redis, moderation_channel(settings.redis.key_prefix), moderation.reload
     )
     await invalidations.start()
     app[MANAGEMENT_KEY] = Management(

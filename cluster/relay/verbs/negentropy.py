@@ -135,7 +135,12 @@ async def handle_neg_open(connection: Connection, command: NegOpenCommand) -> No
         async with context.admission.slot(connection.access.rate_subject):
             with statement_timeout(settings.query_timeout_ms):
                 items = await fetch_items(
-                    context.store.pool, flt, int(time.time()), hidden, settings.max_items
+                    context.store.pool,
+                    flt,
+                    int(time.time()),
+                    hidden,
+                    settings.max_items,
+                    archive=context.store.archive,
                 )
     except QueriesWaiting:
         _refuse(connection, sub_id, rate_limited("too many queries waiting"))

@@ -11,6 +11,7 @@ CREATE OR REPLACE FUNCTION relay_vanish(
 DECLARE
     v_deleted bigint;
     v_wraps   bigint;
+    v_archived bigint;
 BEGIN
     LOCK TABLE events IN SHARE MODE;
     INSERT INTO vanished AS v (pubkey, until, request_id, request)
@@ -28,6 +29,16 @@ BEGIN
     WHERE t.tagvalue = 'p:' || encode(p_pubkey, 'hex') AND t.event_kind = 1059
       AND t.event_created_at <= p_until AND e.id = t.event_id;
     GET DIAGNOSTICS v_wraps = ROW_COUNT;
+    -- The archive tier (migration 010): the SHARE lock above also waits for a moving batch.
+    DELETE FROM archived_events WHERE pubkey = p_pubkey AND created_at <= p_until;
+    GET DIAGNOSTICS v_archived = ROW_COUNT;
+    v_deleted := v_deleted + v_archived;
+    DELETE FROM archived_events e
+    USING archived_event_tags t
+    WHERE t.tagvalue = 'p:' || encode(p_pubkey, 'hex') AND t.event_kind = 1059
+      AND t.event_created_at <= p_until AND e.id = t.event_id;
+    GET DIAGNOSTICS v_archived = ROW_COUNT;
+    v_wraps := v_wraps + v_archived;
     DELETE FROM deletions WHERE pubkey = p_pubkey AND deleted_at <= p_until;
     RETURN v_deleted + v_wraps;
 END

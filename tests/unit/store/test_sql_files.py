@@ -8,7 +8,10 @@ from cluster.store.migrations import available_functions, available_migrations
 
 _DEFINES = re.compile(r"^\s*CREATE\s+(OR\s+REPLACE\s+)?FUNCTION\s+(\w+)", re.I | re.M)
 # Functions a migration needs while it runs (its triggers name them): see migrations.py.
-NEEDED_BY_MIGRATIONS = {4: {"relay_event_tags_added", "relay_event_tags_removed"}}
+NEEDED_BY_MIGRATIONS = {
+    4: {"relay_event_tags_added", "relay_event_tags_removed"},
+    10: {"relay_archived_tags_added", "relay_archived_tags_removed", "relay_unarchive_duplicates"},
+}
 
 
 def test_each_function_file_defines_one_function_with_create_or_replace() -> None:

@@ -1,32 +1,17 @@
-"""One typed settings object, loaded once from an optional TOML file plus the environment.
+"""The core settings sections: network, database, Redis, limits, prices, payments, access.
 
-Environment overrides are named after the nesting: `RELAY_LIMITS__MAX_LIMIT=100` sets
-`limits.max_limit`. The conventional `DATABASE_URL` and `REDIS_URL` set the service URLs.
+Each is a frozen msgspec struct that refuses unknown keys; cluster/config/__init__.py puts them
+together in `Settings` and loads them from TOML and the environment.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import os
-import tomllib
-from collections.abc import Mapping
-from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Literal
 
 import msgspec
-from msgspec import Meta
 
-ENV_PREFIX = "RELAY_"
-CONFIG_ENV = "RELAY_CONFIG"
-
-Port = Annotated[int, Meta(ge=0, le=65535)]
-Positive = Annotated[int, Meta(ge=1)]
-NonNegative = Annotated[int, Meta(ge=0)]
-Seconds = Annotated[float, Meta(gt=0)]
-
-
-class ConfigError(ValueError):
-    """Configuration that cannot run; the message names the key and what is wrong."""
+from cluster.config.types import NonNegative, Port, Positive, Seconds
 
 
 class NetworkSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -78,6 +63,11 @@ class DatabaseSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     count_timeout_ms: Positive = 2000
     """Statement timeout of a COUNT (set for that statement only): past it the client gets
     CLOSED `error:`. Counting is a scan, so it gets less time than a REQ's indexed read."""
+    network_timeout_ms: NonNegative = 10000
+    """How long a pool connection may wait on a server that stopped answering (a silent
+    partition: packets dropped, nothing refused) before it fails and the client is answered
+    `error:`: libpq's tcp_user_timeout, connect_timeout and TCP keepalives; without them a
+    wait lasts until the kernel gives up retransmitting (minutes). 0: the OS defaults."""
     write_timeout_ms: Positive = 10000
     """Statement timeout of the group-commit writer's and the outbox's own connections: a batch
     of up to write_batch_max events is one statement, and it must not be cut by a query budget."""
@@ -110,6 +100,19 @@ class RedisSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Prefix of every key and stream this cluster uses (lets clusters share one Redis)."""
     stream_maxlen: Positive = 100_000
     """Approximate length of the fan-out stream: how far back a reconnecting worker can catch up."""
+    sentinels: list[str] = []
+    """Redis Sentinel addresses ("host:port"); when set, the master of `sentinel_service` is
+    asked from them and `url` gives only the password, database and TLS (its host is ignored)."""
+    sentinel_service: str = "mymaster"
+    """The master name the sentinels monitor (`sentinel monitor <name> ...`)."""
+    sentinel_password: str = ""
+    """Password of the sentinels themselves (`requirepass` in sentinel.conf); empty: none."""
+
+    def __post_init__(self) -> None:
+        for address in self.sentinels:
+            host, sep, port = address.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"sentinels: {address!r} is not host:port")
 
 
 class LimitSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -278,185 +281,3 @@ class LogSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """`json`: one object per line (for log shippers); `text`: for people at a terminal."""
     level: Literal["debug", "info", "warning", "error"] = "info"
     """Lowest level written."""
-
-
-class SearchSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    config: Annotated[str, Meta(pattern=r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?$")] = "simple"
-    """PostgreSQL text search configuration of NIP-50 search (`simple`: no stemming, right
-    for notes in every language; `english`, `german`, ...: stemmed). The search index is built
-    for one: after changing this, rebuild it with `python -m cluster.store.search` (until then
-    searches are right but slow)."""
-
-
-class NegentropySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """NIP-77 set reconciliation (cluster/relay/verbs/negentropy.py, docs/SYNC.md)."""
-
-    enabled: bool = True
-    """Answer NEG-OPEN (and list 77 in NIP-11); off: NEG-* is answered NEG-ERR `blocked:`."""
-    max_sessions_per_connection: Positive = 4
-    """Open reconciliations one connection may hold; one more is answered NEG-ERR `blocked:`."""
-    max_items: Positive = 1_000_000
-    """Most stored events one reconciliation covers (72 bytes each in memory while it is open);
-    a filter matching more is answered NEG-ERR `blocked:` with this number."""
-    max_worker_items: Positive = 2_000_000
-    """Items all open reconciliations of one worker may hold together (about 144 MB); past it a
-    NEG-OPEN is answered `rate-limited:` until others finish."""
-    frame_size_limit: Annotated[int, Meta(ge=4096)] = 60_000
-    """Largest negentropy message the relay sends, in bytes before hex (as strfry)."""
-    idle_timeout: Seconds = 60.0
-    """Seconds a reconciliation may wait for the client's next NEG-MSG before NEG-ERR `closed:`."""
-    query_timeout_ms: Positive = 10_000
-    """Statement timeout of the item list query of one NEG-OPEN."""
-
-
-class AdminSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    pubkeys: list[str] = msgspec.field(default_factory=list)
-    """Hex pubkeys of the operators: NIP-86 management calls and the dashboard are authorised
-    by NIP-98 events signed by one of them (RELAY_ADMIN__PUBKEYS='["<hex>"]')."""
-    token: str = ""
-    """A bearer token that also opens the dashboard (for operators without a NIP-07 signer);
-    empty: NIP-98 only. At least 32 characters when set."""
-
-    def __post_init__(self) -> None:
-        for key in self.pubkeys:
-            if (
-                len(key) != 64
-                or key != key.lower()
-                or any(c not in "0123456789abcdef" for c in key)
-            ):
-                raise ValueError(f"admin.pubkeys: '{key}' is not a 64-character lowercase hex key")
-        if self.token and len(self.token) < 32:
-            raise ValueError("admin.token must be at least 32 characters")
-
-
-class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    network: NetworkSettings = NetworkSettings()
-    database: DatabaseSettings = DatabaseSettings()
-    queries: QuerySettings = QuerySettings()
-    redis: RedisSettings = RedisSettings()
-    limits: LimitSettings = LimitSettings()
-    info: InfoSettings = InfoSettings()
-    pricing: PricingSettings = PricingSettings()
-    dassie: DassieSettings = DassieSettings()
-    logging: LogSettings = LogSettings()
-    rate_limits: RateLimitSettings = RateLimitSettings()
-    auth: AuthSettings = AuthSettings()
-    policy: PolicySettings = PolicySettings()
-    search: SearchSettings = SearchSettings()
-    negentropy: NegentropySettings = NegentropySettings()
-    admin: AdminSettings = AdminSettings()
-
-    def __post_init__(self) -> None:
-        if self.pricing.any_priced and not self.dassie.url:
-            raise ValueError("pricing needs dassie.url (DASSIE_RPC_URL) to verify payments")
-        if self.dassie.url and len(self.dassie.token) < 32:
-            raise ValueError("dassie.token (DASSIE_RPC_TOKEN) must be at least 32 characters")
-        if self.limits.default_limit > self.limits.max_limit:
-            raise ValueError("limits.default_limit must not exceed limits.max_limit")
-        if self.database.pool_min > self.database.pool_max:
-            raise ValueError("database.pool_min must not exceed database.pool_max")
-        if self.queries.concurrency > self.database.pool_max:
-            raise ValueError("queries.concurrency must not exceed database.pool_max")
-
-    @property
-    def query_concurrency(self) -> int:
-        """queries.concurrency, or what the query pool leaves for REQ/COUNT when it is 0."""
-        return self.queries.concurrency or max(1, self.database.pool_max - 2)
-
-    @property
-    def relay_url(self) -> str:
-        return self.network.public_url or f"ws://{self.network.host}:{self.network.port}"
-
-
-def _set_path(tree: dict[str, Any], path: list[str], value: str) -> None:
-    node = tree
-    for part in path[:-1]:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"{'.'.join(path)}: {part} is not a section")
-        node = child
-    node[path[-1]] = value
-
-
-def _env_value(name: str, value: str) -> Any:
-    """Lists and tables come as JSON (`RELAY_RATE_LIMITS__EXEMPT='["10.0.0.0/8"]'`)."""
-    if value.startswith(("[", "{")):
-        try:
-            return msgspec.json.decode(value)
-        except msgspec.DecodeError as exc:
-            raise ConfigError(f"{name}: not valid JSON: {exc}") from exc
-    return value
-
-
-def environment_overrides(env: Mapping[str, str]) -> dict[str, Any]:
-    """Turn RELAY_SECTION__KEY variables (and DATABASE_URL, REDIS_URL) into a settings tree."""
-    tree: dict[str, Any] = {}
-    for name, value in env.items():
-        if name.startswith(ENV_PREFIX) and "__" in name:
-            path = [part.lower() for part in name[len(ENV_PREFIX) :].split("__")]
-            _set_path(tree, path, _env_value(name, value))
-    if env.get("DATABASE_URL"):
-        _set_path(tree, ["database", "url"], env["DATABASE_URL"])
-    if env.get("REDIS_URL"):
-        _set_path(tree, ["redis", "url"], env["REDIS_URL"])
-    if env.get("DASSIE_RPC_URL"):
-        _set_path(tree, ["dassie", "url"], env["DASSIE_RPC_URL"])
-    if env.get("DASSIE_RPC_TOKEN"):
-        _set_path(tree, ["dassie", "token"], env["DASSIE_RPC_TOKEN"])
-    if env.get("RELAY_PRICING"):
-        tree.setdefault("pricing", {})["kinds"] = parse_pricing(env["RELAY_PRICING"])
-    return tree
-
-
-def parse_pricing(text: str) -> dict[str, str]:
-    """`"1:10,30023:100"` → {"1": "10", "30023": "100"}; numbers are checked by the schema."""
-    prices: dict[str, str] = {}
-    for pair in filter(None, (part.strip() for part in text.split(","))):
-        kind, sep, sats = pair.partition(":")
-        if not sep or not kind.strip().isdigit() or not sats.strip().isdigit():
-            raise ConfigError(f"RELAY_PRICING: '{pair}' is not kind:sats (e.g. 1:10,30023:100)")
-        prices[kind.strip()] = sats.strip()
-    return prices
-
-
-def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
-def load_settings(
-    path: str | Path | None = None,
-    env: Mapping[str, str] | None = None,
-    overrides: Mapping[str, Any] | None = None,
-) -> Settings:
-    """Read the TOML file (if any), apply environment then explicit overrides, validate once."""
-    env = os.environ if env is None else env
-    path = path or env.get(CONFIG_ENV) or None
-    tree: dict[str, Any] = {}
-    if path:
-        try:
-            tree = tomllib.loads(Path(path).read_text())
-        except FileNotFoundError as exc:
-            raise ConfigError(f"config file {path} does not exist") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
-    tree = _merge(tree, environment_overrides(env))
-    tree = _merge(tree, overrides or {})
-    try:
-        # strict=False lets environment strings stand for numbers and booleans.
-        return msgspec.convert(tree, Settings, strict=False)
-    except msgspec.ValidationError as exc:
-        raise ConfigError(f"invalid configuration: {exc}") from exc
-
-
-def settings_to_json(settings: Settings) -> bytes:
-    return msgspec.json.encode(settings)
-
-
-def settings_from_json(raw: bytes | str) -> Settings:
-    return msgspec.json.decode(raw, type=Settings)

@@ -16,21 +16,10 @@ from typing import Any
 
 import psycopg
 
-from cluster.config import ConfigError, Settings, load_settings
+from cluster.cli.common import load_for
+from cluster.cli.data import add_jsonl_commands, add_sync_command
+from cluster.config import ConfigError, Settings
 from cluster.store.migrations import apply_migrations
-
-
-def _network_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    network = {
-        key: getattr(args, key)
-        for key in ("host", "port", "workers")
-        if getattr(args, key, None) is not None
-    }
-    return {"network": network} if network else {}
-
-
-def _load(args: argparse.Namespace) -> Settings:
-    return load_settings(args.config, overrides=_network_overrides(args))
 
 
 def _require_services(settings: Settings) -> None:
@@ -51,7 +40,7 @@ def _prepare_metrics_dir(port: int) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    settings = _load(args)
+    settings = load_for(args)
     _prepare_metrics_dir(settings.network.port)
     from cluster.relay.server import serve
 
@@ -64,7 +53,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    settings = _load(args)
+    settings = load_for(args)
     if not settings.database.url:
         raise ConfigError("database.url is not set: export DATABASE_URL=postgresql://...")
     applied = asyncio.run(apply_migrations(settings.database.url))
@@ -122,7 +111,7 @@ def cmd_channel(args: argparse.Namespace) -> int:
 def cmd_pricing(args: argparse.Namespace) -> int:
     from cluster.tools.payments import set_price
 
-    settings = _load(args)
+    settings = load_for(args)
     if not settings.database.url:
         raise ConfigError("database.url is not set: export DATABASE_URL=postgresql://...")
     sats = None if args.action == "unset" else args.sats
@@ -174,113 +163,6 @@ def cmd_env(args: argparse.Namespace) -> int:
         if value and "*" not in value:  # masked URLs (external services) are not exported
             print(f"export {name}={shlex.quote(value)}")
     return 0
-
-
-def cmd_sync(args: argparse.Namespace) -> int:
-    """NIP-77 sync with a remote relay (cluster/tools/sync.py, docs/SYNC.md)."""
-    from cluster.tools.sync import SyncError, parse_filter_argument, print_progress, run_sync
-
-    settings = _load(args)
-    if not settings.database.url:
-        raise ConfigError("database.url is not set: export DATABASE_URL=postgresql://...")
-    local_url = args.local or os.environ.get("RELAY_URL") or settings.relay_url
-    try:
-        report = asyncio.run(
-            run_sync(
-                remote_url=args.relay,
-                local_url=local_url,
-                database_url=settings.database.url,
-                flt=parse_filter_argument(args.filter),
-                direction=args.direction,
-                batch=args.batch,
-                progress=print_progress,
-            )
-        )
-    except SyncError as exc:
-        print(f"relay-cluster sync: {exc}", file=sys.stderr)
-        return 1
-    print(json.dumps({"downloaded": report.downloaded, "uploaded": report.uploaded}))
-    return 0
-
-
-def _add_sync_command(commands: Any) -> None:
-    sync = commands.add_parser("sync", help="NIP-77: exchange missing events with a relay")
-    sync.add_argument("--relay", required=True, help="the remote relay (ws:// or wss://)")
-    sync.add_argument("--filter", default="{}", help="one NIP-01 filter as JSON (default: all)")
-    sync.add_argument("--direction", choices=["down", "up", "both"], default="both")
-    sync.add_argument("--local", help="this cluster's URL (default: $RELAY_URL, else config)")
-    sync.add_argument("--batch", type=int, default=100, help="events per REQ / upload batch")
-    sync.set_defaults(func=cmd_sync)
-
-
-def _database_settings(args: argparse.Namespace) -> Settings:
-    settings = _load(args)
-    if not settings.database.url:
-        raise ConfigError("database.url is not set: export DATABASE_URL=postgresql://...")
-    return settings
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    """Stored events as JSON lines (cluster/tools/jsonl.py)."""
-    from cluster.nostr.filters import FilterError, FilterLimits, parse_filter
-    from cluster.tools.jsonl import export_events
-
-    settings = _database_settings(args)
-    try:
-        flt = parse_filter(json.loads(args.filter), FilterLimits(max_values=1_000_000))
-    except (ValueError, FilterError) as exc:
-        raise ConfigError(f"--filter: {exc}") from exc
-    written = asyncio.run(export_events(settings.database.url, flt, args.output))
-    print(json.dumps({"exported": written}), file=sys.stderr)
-    return 0
-
-
-def cmd_import(args: argparse.Namespace) -> int:
-    """Verify and store JSON-lines events (cluster/tools/jsonl.py)."""
-    from cluster.tools.jsonl import import_events
-
-    settings = _database_settings(args)
-    outcomes = asyncio.run(import_events(settings.database, args.source, args.batch))
-    print(json.dumps(outcomes))
-    return 0
-
-
-def cmd_stream(args: argparse.Namespace) -> int:
-    """Mirror an upstream relay live into this cluster (cluster/tools/stream.py)."""
-    from cluster.tools.stream import run_stream
-    from cluster.tools.sync import SyncError, parse_filter_argument, print_progress
-
-    settings = _load(args)
-    local_url = args.local or os.environ.get("RELAY_URL") or settings.relay_url
-    try:
-        flt = parse_filter_argument(args.filter)
-    except SyncError as exc:
-        raise ConfigError(str(exc)) from exc
-    try:
-        asyncio.run(
-            run_stream(
-                upstream_url=args.relay, local_url=local_url, flt=flt, progress=print_progress
-            )
-        )
-    except KeyboardInterrupt:
-        return 0
-    return 0
-
-
-def _add_jsonl_commands(commands: Any) -> None:
-    stream = commands.add_parser("stream", help="follow a relay live and store what it sends")
-    stream.add_argument("--relay", required=True, help="the upstream relay (ws:// or wss://)")
-    stream.add_argument("--filter", default="{}", help="one NIP-01 filter as JSON (default: all)")
-    stream.add_argument("--local", help="this cluster's URL (default: $RELAY_URL, else config)")
-    stream.set_defaults(func=cmd_stream)
-    export = commands.add_parser("export", help="write stored events as JSON lines (.gz: gzip)")
-    export.add_argument("--filter", default="{}", help="one NIP-01 filter as JSON (limit ignored)")
-    export.add_argument("--output", default="-", help="file (*.gz compressed) or - for stdout")
-    export.set_defaults(func=cmd_export)
-    importing = commands.add_parser("import", help="verify and store events from JSON lines")
-    importing.add_argument("source", help="file (*.gz compressed) or - for stdin")
-    importing.add_argument("--batch", type=int, default=500, help="events per transaction")
-    importing.set_defaults(func=cmd_import)
 
 
 def _add_payment_commands(commands: Any) -> None:
@@ -356,8 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
     env.add_argument("--data-dir", default=".data")
     env.set_defaults(func=cmd_env)
     _add_payment_commands(commands)
-    _add_sync_command(commands)
-    _add_jsonl_commands(commands)
+    add_sync_command(commands)
+    add_jsonl_commands(commands)
     admin = commands.add_parser("admin", help="NIP-86: call a relay management method")
     admin.add_argument("--relay", default="ws://127.0.0.1:8080")
     admin.add_argument("--secret", required=True, help="an admin.pubkeys secret key (64 hex)")
@@ -378,7 +260,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"relay-cluster: cannot reach PostgreSQL: {exc}".strip(), file=sys.stderr)
         return 1
     return result
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,21 @@
+"""What every `relay-cluster` command shares: the settings, loaded once, with flag overrides."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from cluster.config import Settings, load_settings
+
+
+def _network_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    network = {
+        key: getattr(args, key)
+        for key in ("host", "port", "workers")
+        if getattr(args, key, None) is not None
+    }
+    return {"network": network} if network else {}
+
+
+def load_for(args: argparse.Namespace) -> Settings:
+    return load_settings(args.config, overrides=_network_overrides(args))
