@@ -6,8 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Coroutine
-from typing import Any
+from collections.abc import AsyncIterator
 
 import psycopg
 from aiohttp import web
@@ -23,6 +22,7 @@ from cluster.payments.outbox import OutboxForwarder
 from cluster.payments.pricing import Pricing
 from cluster.relay.access import AccessControl
 from cluster.relay.admission import QueryAdmission
+from cluster.relay.background import running
 from cluster.relay.budgets import AddressBudgets
 from cluster.relay.connection import ConnectionRegistry
 from cluster.relay.context import RelayContext, message_limits
@@ -148,18 +148,6 @@ async def _start_payments(context: RelayContext, stack: contextlib.AsyncExitStac
     await context.pricing.refresh()
 
 
-@contextlib.asynccontextmanager
-async def _running(coroutine: Coroutine[Any, Any, None], name: str) -> AsyncIterator[None]:
-    """A background task for the app's lifetime, cancelled and awaited at cleanup."""
-    task = asyncio.create_task(coroutine, name=name)
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
 async def _expiration_purger(app: web.Application) -> AsyncIterator[None]:
     """NIP-40: expired events are never served (SQL excludes them) and are deleted here."""
     store = app[CONTEXT_KEY].store
@@ -172,7 +160,7 @@ async def _expiration_purger(app: web.Application) -> AsyncIterator[None]:
             except Exception as exc:  # keep purging on the next round whatever happened
                 log.warning("expired-event purge failed: %s", exc)
 
-    async with _running(purge_forever(), "expiration-purger"):
+    async with running(purge_forever(), "expiration-purger"):
         yield
 
 
@@ -185,7 +173,7 @@ async def _archive_runner(app: web.Application) -> AsyncIterator[None]:
     runner = ArchiveRunner(
         app[SETTINGS_KEY].database.url, archive.kind_horizons, archive.batch_size, archive.interval
     )
-    async with _running(runner.run_forever(), "archive-runner"):
+    async with running(runner.run_forever(), "archive-runner"):
         yield
     await runner.close()
 
@@ -217,7 +205,7 @@ async def _search_index_cleaner(app: web.Application) -> AsyncIterator[None]:
             except Exception as exc:  # the next round tries again; inserts are not affected
                 log.warning("search index clean-up failed: %s", exc)
 
-    async with _running(clean_forever(), "search-index-cleaner"):
+    async with running(clean_forever(), "search-index-cleaner"):
         yield
 
 
@@ -229,7 +217,7 @@ async def _metrics_flusher(app: web.Application) -> AsyncIterator[None]:
             await asyncio.sleep(metrics.FLUSH_INTERVAL)
             metrics.flush_values()
 
-    async with _running(flush_forever(), "metrics-flusher"):
+    async with running(flush_forever(), "metrics-flusher"):
         yield
     metrics.flush_values()
 

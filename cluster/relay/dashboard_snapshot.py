@@ -34,6 +34,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from cluster import metrics
 from cluster.bus.constants import dashboard_snapshot_key, dashboard_workers_key
 from cluster.bus.redis_clients import redis_from_settings
+from cluster.relay.background import running
 from cluster.relay.context import RelayContext
 from cluster.relay.keys import CONTEXT_KEY, SETTINGS_KEY
 
@@ -294,11 +295,8 @@ async def dashboard_publisher(app: web.Application) -> AsyncIterator[None]:
                 failing = True
             await asyncio.sleep(INTERVAL)
 
-    task = asyncio.create_task(publish_forever(), name="dashboard-publisher")
     try:
-        yield
+        async with running(publish_forever(), "dashboard-publisher"):
+            yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
         await client.aclose()

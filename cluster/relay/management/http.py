@@ -11,7 +11,6 @@ required, so a signed header authorises this one body only.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -23,6 +22,7 @@ from cluster.bus.invalidation import Invalidations
 from cluster.config import Settings
 from cluster.nostr.nip98 import Refusal, verify_authorization
 from cluster.relay.addresses import client_address
+from cluster.relay.background import running
 from cluster.relay.connection import ConnectionRegistry
 from cluster.relay.keys import CONNECTIONS_KEY, CONTEXT_KEY
 from cluster.relay.management.rpc import STORE_FAILURES, Management, encode_error
@@ -130,11 +130,8 @@ async def management_context(app: web.Application) -> AsyncIterator[None]:
             await asyncio.sleep(RELOAD_INTERVAL)
             invalidations.request_reload()
 
-    task = asyncio.create_task(reload_forever(), name="moderation-reload")
     try:
-        yield
+        async with running(reload_forever(), "moderation-reload"):
+            yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
         await invalidations.close()

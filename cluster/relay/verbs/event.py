@@ -10,7 +10,9 @@
               (a client's increasing payment nonces are charged in order); then the event counts
               against its address's budget (every EVENT, valid or not, before any costly work).
 3. verify   - hex shapes, id = sha256 of the canonical serialisation, BIP-340 signature.
-4. policies - the worker's write policies (cluster/relay/policies.py), the operator's NIP-86
+4. policies - the worker's write policies (cluster/relay/policies.py); a NIP-62 request to
+              vanish naming this relay is carried out here and answered (`vanish`: for any
+              author, so neither bans nor prices stand in its way); the operator's NIP-86
               decisions (cluster/relay/moderation.py), then access: NIP-42 AUTH,
               NIP-13 proof of work, NIP-70, the author's rate limit (cluster/relay/access.py).
               An event refused by 3 or 4 is a strike against its connection and address: too
