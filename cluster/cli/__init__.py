@@ -16,7 +16,7 @@ from typing import Any
 
 import psycopg
 
-from cluster.cli.common import load_for
+from cluster.cli.common import load_for, load_with_database
 from cluster.cli.data import add_jsonl_commands, add_sync_command
 from cluster.config import ConfigError, Settings
 from cluster.store.migrations import apply_migrations
@@ -53,9 +53,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    settings = load_for(args)
-    if not settings.database.url:
-        raise ConfigError("database.url is not set: export DATABASE_URL=postgresql://...")
+    settings = load_with_database(args)
     applied = asyncio.run(apply_migrations(settings.database.url))
     print(f"applied migrations {applied}" if applied else "database is up to date")
     return 0
@@ -111,9 +109,7 @@ def cmd_channel(args: argparse.Namespace) -> int:
 def cmd_pricing(args: argparse.Namespace) -> int:
     from cluster.tools.payments import set_price
 
-    settings = load_for(args)
-    if not settings.database.url:
-        raise ConfigError("database.url is not set: export DATABASE_URL=postgresql://...")
+    settings = load_with_database(args)
     sats = None if args.action == "unset" else args.sats
     print(asyncio.run(set_price(settings.database.url, args.kind, sats)))
     return 0

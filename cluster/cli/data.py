@@ -10,7 +10,7 @@ import sys
 import time
 from typing import Any
 
-from cluster.cli.common import load_for
+from cluster.cli.common import load_for, load_with_database
 from cluster.config import ConfigError, Settings
 
 
@@ -18,9 +18,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     """NIP-77 sync with a remote relay (cluster/tools/sync.py, docs/SYNC.md)."""
     from cluster.tools.sync import SyncError, parse_filter_argument, print_progress, run_sync
 
-    settings = load_for(args)
-    if not settings.database.url:
-        raise ConfigError("database.url is not set: export DATABASE_URL=postgresql://...")
+    settings = load_with_database(args)
     local_url = args.local or os.environ.get("RELAY_URL") or settings.relay_url
     try:
         report = asyncio.run(
@@ -52,9 +50,7 @@ def add_sync_command(commands: Any) -> None:
 
 
 def _database_settings(args: argparse.Namespace) -> Settings:
-    settings = load_for(args)
-    if not settings.database.url:
-        raise ConfigError("database.url is not set: export DATABASE_URL=postgresql://...")
+    settings = load_with_database(args)
     return settings
 
 
@@ -63,7 +59,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from cluster.nostr.filters import FilterError, FilterLimits, parse_filter
     from cluster.tools.jsonl import export_events
 
-    settings = _database_settings(args)
+    settings = load_with_database(args)
     try:
         flt = parse_filter(json.loads(args.filter), FilterLimits(max_values=1_000_000))
     except (ValueError, FilterError) as exc:
@@ -79,7 +75,7 @@ def cmd_archive(args: argparse.Namespace) -> int:
     """Move events past their kind's horizon to the archive now (cluster/tools/archive.py)."""
     from cluster.tools.archive import run_archive
 
-    settings = _database_settings(args)
+    settings = load_with_database(args)
     moved = asyncio.run(run_archive(settings.database.url, settings.archive))
     print(json.dumps({"archived": {str(kind): count for kind, count in moved.items()}}))
     return 0
@@ -89,7 +85,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     """Verify and store JSON-lines events (cluster/tools/jsonl.py)."""
     from cluster.tools.jsonl import import_events
 
-    settings = _database_settings(args)
+    settings = load_with_database(args)
     started = time.monotonic()
     live = sys.stderr.isatty()  # a progress bar on a terminal; a line per 10,000 otherwise
     shown = [0]

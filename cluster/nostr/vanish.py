@@ -10,30 +10,20 @@ the relay, which then cannot tell which scheme the client used).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from urllib.parse import urlsplit
 
+from cluster.nostr.auth import normalise_relay_url
 from cluster.nostr.event import Event
 from cluster.nostr.rejection import Rejection, invalid
 
 VANISH_KIND = 62
 ALL_RELAYS = "ALL_RELAYS"
-DEFAULT_PORTS = {"ws": 80, "http": 80, "wss": 443, "https": 443}
 
 
-def _place(url: str) -> tuple[str, int, str] | None:
-    """(host, port, path) of a relay URL; None when it is not one."""
-    try:
-        parts = urlsplit(url.strip())
-        port = parts.port
-    except ValueError:
-        return None
-    if parts.scheme.lower() not in DEFAULT_PORTS or not parts.hostname:
-        return None
-    return (
-        parts.hostname.lower(),
-        port or DEFAULT_PORTS[parts.scheme.lower()],
-        parts.path.rstrip("/"),
-    )
+def _place(url: str) -> str | None:
+    """host:port/path of a relay URL (NIP-42's spelling, cluster/nostr/auth.py), without its
+    scheme; None when it is not a relay URL."""
+    normalised = normalise_relay_url(url)
+    return None if normalised is None else normalised.split("://", 1)[1]
 
 
 def relay_tags(event: Event) -> list[str]:
