@@ -172,6 +172,26 @@ CHANNEL_CACHE = Counter(
     ["level", "result"],
 )
 
+# Read replicas (cluster/store/replica_health.py): every worker measures them; livemax reads
+# the worst view of any live worker of the instance.
+REPLICA_LAG = Gauge(
+    "relay_replica_lag_seconds",
+    "How long WAL not yet replayed by the replica has existed on the primary (0: caught up)",
+    ["replica"],
+    multiprocess_mode="livemax",
+)
+REPLICA_USABLE = Gauge(
+    "relay_replica_usable",
+    "1 when the replica serves reads, 0 when it is skipped (unreachable or past the lag limit)",
+    ["replica"],
+    multiprocess_mode="livemin",
+)
+READ_TARGET = Counter(
+    "relay_read_target_total",
+    "REQ, COUNT and NIP-77 reads by the server that served them (primary or a replica)",
+    ["target"],
+)
+
 
 def ok_prefix(message: str) -> str:
     """The label for an OK message: its NIP-01 prefix, or `accepted` for an empty message."""

@@ -26,6 +26,7 @@ from loadtest.pyspy import run_profile
 from loadtest.record import BenchResults
 from loadtest.results import DeliveryResult, HoldResult, PublishResult, QueryResult, SweepResult
 from loadtest.runs import run_generator
+from loadtest.sustained import rss_of_trees, soak
 from loadtest.targets import Target
 
 
@@ -175,6 +176,27 @@ class Phases:
         r.relay_histogram = summary_between(before, after, "relay_event_acceptance_seconds")
         self.results.accept = r
 
+    def sustained(self) -> None:
+        """The issue's throughput targets: 3,000 ev/s held for a minute, then 5,000 ev/s."""
+        plan, drain = self.plan, ["--drain", str(self.plan.drain)]
+        self.results.sustained = self.publish(
+            "sustained", plan.sustained_rate, plan.sustained_duration, *drain
+        )
+
+    def peak(self) -> None:
+        plan, drain = self.plan, ["--drain", str(self.plan.drain)]
+        self.results.peak = self.publish("peak", plan.peak_rate, plan.peak_duration, *drain)
+
+    def soak(self) -> None:
+        """Minutes of constant load in windows, the relay's RSS after each (flat memory)."""
+        plan = self.plan
+        pids = [pid for name, tree in self.target.watch.items()
+                if name.startswith("instance-") for pid in tree]  # fmt: skip
+        self.results.soak = soak(
+            self.url, plan.soak_rate, plan.soak_minutes, plan.soak_window, self.work,
+            rss_of_trees(pids), connections=plan.accept_connections,
+        )  # fmt: skip
+
     def paid(self, channels_path: Path) -> None:
         plan = self.plan
         split = self.work / "channels-generator.json"
@@ -253,6 +275,12 @@ def run_scenarios(
         )
     if "accept" not in skip:
         phases.accept()
+    if "sustained" not in skip:
+        phases.sustained()
+    if "peak" not in skip:
+        phases.peak()
+    if "soak" not in skip:
+        phases.soak()
     if "paid" not in skip and phases.channels_path is not None:
         phases.paid(phases.channels_path)
     phases.deliveries(skip)

@@ -7,6 +7,9 @@ import msgspec
 SCENARIOS = (
     "fill",
     "accept",
+    "sustained",
+    "peak",
+    "soak",
     "paid",
     "delivery",
     "broadcast",
@@ -29,6 +32,13 @@ class Plan(msgspec.Struct, kw_only=True):
     accept_rate: float = 1000
     accept_duration: float = 60
     accept_connections: int = 50
+    sustained_rate: float = 3000
+    sustained_duration: float = 60
+    peak_rate: float = 5000
+    peak_duration: float = 30
+    soak_rate: float = 2000
+    soak_minutes: float = 10
+    soak_window: float = 60
     paid_rate: float = 500
     paid_duration: float = 30
     paid_connections: int = 50
@@ -83,6 +93,13 @@ class Plan(msgspec.Struct, kw_only=True):
             accept_rate=100,
             accept_duration=2,
             accept_connections=4,
+            sustained_rate=150,
+            sustained_duration=1.5,
+            peak_rate=200,
+            peak_duration=1,
+            soak_rate=100,
+            soak_minutes=0.05,
+            soak_window=1.5,
             paid_rate=50,
             paid_duration=1.5,
             paid_connections=4,

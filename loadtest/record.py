@@ -11,6 +11,7 @@ from pathlib import Path
 import msgspec
 
 from loadtest.abuse import AbuseResult
+from loadtest.bench_features import FeaturesResult
 from loadtest.bench_matching import MatchingRow
 from loadtest.explain import ExplainShape
 from loadtest.files import FillManifest
@@ -27,6 +28,7 @@ from loadtest.results import (
     SweepResult,
 )
 from loadtest.shapes import ShapesResult
+from loadtest.sustained import SoakResult
 
 
 class BenchResults(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -45,6 +47,9 @@ class BenchResults(msgspec.Struct, kw_only=True, omit_defaults=True):
     subscriptions: HoldResult | None = None
     warmup: PublishResult | None = None
     accept: PublishResult | None = None
+    sustained: PublishResult | None = None
+    peak: PublishResult | None = None
+    soak: SoakResult | None = None
     paid: PublishResult | None = None
     delivery: DeliveryResult | None = None
     broadcast: DeliveryResult | None = None
@@ -57,6 +62,7 @@ class BenchResults(msgspec.Struct, kw_only=True, omit_defaults=True):
     matching: list[MatchingRow] | None = None
     shapes: ShapesResult | None = None
     abuse: AbuseResult | None = None
+    features: FeaturesResult | None = None
     elapsed_s: float = 0.0
     command: str = ""
     finished_at: str = ""

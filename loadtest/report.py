@@ -15,8 +15,10 @@ from loadtest.cells import errors, explained, mib, ms, sustainable, triple
 from loadtest.fill import FILL_AUTHORS
 from loadtest.machine import MachineInfo
 from loadtest.record import BenchResults
+from loadtest.report_features import features_section
 from loadtest.report_rows import results_rows
 from loadtest.results import DeliveryResult, HoldResult, PublishResult, QueryResult
+from loadtest.sustained import soak_section
 
 Lines = list[str]
 
@@ -377,8 +379,10 @@ def render_markdown(results: BenchResults, machine: MachineInfo, command: str) -
         *header(results, machine, command),
         *machine_load(results),
         *sweep(results),
+        *soak_section(results.soak),
         *shapes(results),
         *abuse(results),
+        *features_section(results.features),
         *queries(results),
         *connections(results),
         *matching(results),

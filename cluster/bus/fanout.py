@@ -21,6 +21,7 @@ from typing import Any
 import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
+from redis.typing import EncodableT, FieldT
 
 from cluster import metrics
 from cluster.bus.constants import FIELD_EVENTS, FIELD_ORIGIN, FIELD_SENT_AT, events_stream
@@ -132,21 +133,16 @@ class FanoutBus:
                 count = min(PUBLISH_BATCH, len(self._pending))
                 batch = [self._pending[i] for i in range(count)]
                 sent_at = str(time.time()).encode()
+                entries: list[dict[FieldT, EncodableT]] = [
+                    {
+                        FIELD_ORIGIN: self.origin,
+                        FIELD_SENT_AT: sent_at,
+                        FIELD_EVENTS: b"[" + b",".join(batch[start : start + ENTRY_EVENTS]) + b"]",
+                    }
+                    for start in range(0, count, ENTRY_EVENTS)
+                ]
                 try:
-                    async with self._publisher.pipeline(transaction=False) as pipe:
-                        for start in range(0, count, ENTRY_EVENTS):
-                            events = batch[start : start + ENTRY_EVENTS]
-                            pipe.xadd(
-                                self._stream,
-                                {
-                                    FIELD_ORIGIN: self.origin,
-                                    FIELD_SENT_AT: sent_at,
-                                    FIELD_EVENTS: b"[" + b",".join(events) + b"]",
-                                },
-                                maxlen=self._maxlen,
-                                approximate=True,
-                            )
-                        await pipe.execute()
+                    await self._append(entries)
                 except (RedisError, OSError) as exc:
                     log.warning("fan-out publish failed (%s); retrying in %.2fs", exc, backoff)
                     await asyncio.sleep(backoff)
@@ -156,6 +152,20 @@ class FanoutBus:
                 for _ in range(count):
                     self._pending.popleft()
                 self.published += count
+
+    async def _append(self, entries: list[dict[FieldT, EncodableT]]) -> None:
+        """XADD each entry; a lone entry (the usual case below a few thousand events/s) is sent
+        as one command, since a pipeline's set-up and reset cost more than its one round trip."""
+        assert self._publisher is not None
+        if len(entries) == 1:
+            await self._publisher.xadd(
+                self._stream, entries[0], maxlen=self._maxlen, approximate=True
+            )
+            return
+        async with self._publisher.pipeline(transaction=False) as pipe:
+            for fields in entries:
+                pipe.xadd(self._stream, fields, maxlen=self._maxlen, approximate=True)
+            await pipe.execute()
 
     # ---- receiving --------------------------------------------------------------------------
 

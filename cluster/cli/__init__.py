@@ -71,6 +71,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         workers=shape.workers,
         port=args.port,
         data_dir=args.data_dir,
+        replicas=args.replicas,
     )
 
 
@@ -228,6 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--workers", type=int, help="per instance; default: one worker per core")
     up.add_argument("--port", type=int, default=8080)
     up.add_argument("--data-dir", default=".data", help="where embedded services keep data")
+    up.add_argument(
+        "--replicas", type=int, default=0, help="streaming read replicas of the embedded database"
+    )
     up.set_defaults(func=cmd_up)
 
     env = commands.add_parser("env", help="print export lines for a running `up`")

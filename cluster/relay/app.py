@@ -37,6 +37,7 @@ from cluster.store import search
 from cluster.store.archive import ArchiveRunner, archive_scope
 from cluster.store.events import EventStore
 from cluster.store.pool import create_pool, create_write_pool
+from cluster.store.replicas import ReadRouter
 from cluster.store.writer import EventWriter, PostgresBatchSaver
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,9 @@ async def _relay_context(app: web.Application) -> AsyncIterator[None]:
     await pool.open(wait=False)
     write_pool = create_write_pool(database, size=database.writer_lanes, name="relay-writer")
     await write_pool.open(wait=False)
-    store = EventStore(pool, archive_scope(settings.archive.kind_horizons))
+    reads = ReadRouter(pool, database)  # REQ/COUNT/NIP-77 on replicas when configured
+    await reads.open()
+    store = EventStore(pool, archive_scope(settings.archive.kind_horizons), reads)
     writer = EventWriter(
         PostgresBatchSaver(write_pool),
         settings.database.write_batch_max,
@@ -109,6 +112,7 @@ async def _relay_context(app: web.Application) -> AsyncIterator[None]:
     await bus.close()
     await limits_redis.aclose()
     await write_pool.close()
+    await reads.close()
     await pool.close()
 
 

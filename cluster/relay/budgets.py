@@ -30,7 +30,7 @@ from cluster.nostr.filter_cost import count_cost, req_cost, wide_filters
 from cluster.nostr.filters import Filter
 from cluster.nostr.rejection import Rejection, blocked, rate_limited
 from cluster.relay.access import AccessState
-from cluster.relay.ratelimit import TokenBuckets
+from cluster.relay.local_limits import TokenBuckets
 
 MESSAGE_UNIT_BYTES = 4096
 MESSAGE_BURST_SECONDS = 2.0

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Literal
 
@@ -26,6 +25,7 @@ from redis.exceptions import RedisError
 
 from cluster.bus.redis_clients import redis_from_settings
 from cluster.config import RedisSettings
+from cluster.relay.local_limits import DenialMemory, TokenBuckets, denial_hold
 
 log = logging.getLogger(__name__)
 
@@ -95,75 +95,6 @@ def fallback_limit(limit: int, fallback_workers: int) -> int:
     return max(1, limit // max(1, fallback_workers))
 
 
-# ---- in-memory fallback -----------------------------------------------------------------------
-
-
-class _Bucket:
-    __slots__ = ("tokens", "updated")
-
-    def __init__(self, tokens: float, updated: float) -> None:
-        self.tokens = tokens
-        self.updated = updated
-
-
-class TokenBuckets:
-    """Per-worker token buckets, one per key, least recently used forgotten beyond a cap.
-
-    A forgotten key starts again with a full bucket: the cap bounds memory, not fairness.
-    """
-
-    def __init__(self, max_entries: int = 100_000) -> None:
-        self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
-        self._max_entries = max_entries
-
-    def take(
-        self, key: str, capacity: float, window_seconds: float, now: float, cost: float = 1.0
-    ) -> bool:
-        """Take `cost` tokens from `key`'s bucket (refilled at capacity per window)."""
-        bucket = self._refilled(key, capacity, window_seconds, now)
-        if bucket.tokens >= cost:
-            bucket.tokens -= cost
-            return True
-        return False
-
-    def seconds_until(
-        self, key: str, capacity: float, window_seconds: float, now: float, cost: float = 1.0
-    ) -> float:
-        """0.0 after taking `cost` tokens; else how long until the bucket holds them (nothing
-        taken: the caller waits, then asks again). A cost above the capacity waits for a full
-        bucket and then takes it all."""
-        bucket = self._refilled(key, capacity, window_seconds, now)
-        needed = min(cost, float(capacity))
-        if bucket.tokens >= needed:
-            bucket.tokens -= needed
-            return 0.0
-        return (needed - bucket.tokens) * window_seconds / capacity
-
-    def spend(
-        self, key: str, capacity: float, window_seconds: float, now: float, cost: float
-    ) -> None:
-        """Take `cost` tokens even into debt: work priced after it was done (a debt delays
-        the key's next `take` until the refill has paid it back)."""
-        self._refilled(key, capacity, window_seconds, now).tokens -= cost
-
-    def _refilled(self, key: str, capacity: float, window_seconds: float, now: float) -> _Bucket:
-        bucket = self._buckets.get(key)
-        if bucket is None:
-            bucket = _Bucket(float(capacity), now)
-            self._buckets[key] = bucket
-            if len(self._buckets) > self._max_entries:
-                self._buckets.popitem(last=False)
-            return bucket
-        self._buckets.move_to_end(key)
-        elapsed = max(0.0, now - bucket.updated)
-        bucket.tokens = min(float(capacity), bucket.tokens + elapsed * capacity / window_seconds)
-        bucket.updated = now
-        return bucket
-
-    def __len__(self) -> int:
-        return len(self._buckets)
-
-
 class _RedisBreaker:
     """After a Redis failure, skip Redis for `retry_after` seconds instead of paying a timeout
     on every call; then the next call tries Redis again."""
@@ -223,9 +154,11 @@ class RateLimiter:
         self._clock = clock
         self._breaker = _RedisBreaker(retry_after, clock)
         self._local = TokenBuckets(max_fallback_entries)
+        self._denied = DenialMemory(max_fallback_entries)
         self.decisions: dict[str, int] = {
             "redis_allowed": 0,
             "redis_denied": 0,
+            "remembered_denied": 0,
             "fallback_allowed": 0,
             "fallback_denied": 0,
         }
@@ -244,6 +177,10 @@ class RateLimiter:
             return True
         window_seconds = max(1, window_seconds)
         now = self._clock()
+        key = f"{scope}:{subject}:{window_seconds}"
+        if self._denied.holds(key, now):
+            self.decisions["remembered_denied"] += 1
+            return False
         if not self._breaker.open:
             try:
                 allowed = await self._allow_redis(scope, subject, limit, window_seconds, now)
@@ -252,9 +189,10 @@ class RateLimiter:
             else:
                 self._breaker.succeeded()
                 self.decisions["redis_allowed" if allowed else "redis_denied"] += 1
+                if not allowed:
+                    self._denied.remember(key, now + denial_hold(window_seconds))
                 return allowed
         local_limit = fallback_limit(limit, self._fallback_workers)
-        key = f"{scope}:{subject}:{window_seconds}"
         allowed = self._local.take(key, local_limit, window_seconds, now)
         self.decisions["fallback_allowed" if allowed else "fallback_denied"] += 1
         return allowed

@@ -24,6 +24,7 @@ from cluster.nostr.messages import (
     NegOpenCommand,
     ReqCommand,
 )
+from cluster.relay import freshness
 from cluster.relay.access import AccessState
 from cluster.relay.addresses import client_address
 from cluster.relay.connection import Connection
@@ -47,6 +48,7 @@ from cluster.relay.verbs.req import handle_req
 async def dispatch(connection: Connection, command: Command) -> None:
     match command:
         case EventCommand():
+            freshness.event_sent(connection)  # read-your-writes with replicas
             await handle_event(connection, command)
         case ReqCommand():
             await handle_req(connection, command)

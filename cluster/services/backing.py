@@ -155,9 +155,17 @@ class PostgresService(OwnedServer[PostgresServer]):
     name = "postgres"
 
     def __init__(
-        self, data_dir: Path, logs: Path, ports: PortPlan, checkpoint: Callable[[], None]
+        self,
+        data_dir: Path,
+        logs: Path,
+        ports: PortPlan,
+        checkpoint: Callable[[], None],
+        *,
+        replication: dict[str, str] | None = None,
     ) -> None:
+        """`replication`: the settings replicas need (cluster/services/replica.py), if any."""
         self.data_dir = data_dir / "postgres"
+        self.replication = dict(replication or {})
         self.logs = logs
         self.ports = ports
         self.checkpoint = checkpoint
@@ -182,6 +190,7 @@ class PostgresService(OwnedServer[PostgresServer]):
         )
         if self.server.has_library("pg_prewarm"):
             self.server.extra_settings.update(AUTOPREWARM)
+        self.server.extra_settings.update(self.replication)
         self.server.start(timeout=120)
         self.checkpoint()
         asyncio.run(ensure_database(self.server.url("postgres"), DATABASE_NAME))

@@ -75,6 +75,7 @@ class ClusterProcess:
         port: int,
         instances: int = 2,
         workers: int = 1,
+        replicas: int = 0,
         env: Mapping[str, str] | None = None,
         log_path: Path | None = None,
         cwd: Path | None = None,
@@ -85,6 +86,7 @@ class ClusterProcess:
         self.port = port
         self.instances = instances
         self.workers = workers
+        self.replicas = replicas
         self.env = dict(env or {})
         self.log_path = log_path
         self.cwd = cwd
@@ -107,6 +109,7 @@ class ClusterProcess:
             str(self.port),
             "--data-dir",
             str(self.data_dir),
+            *(["--replicas", str(self.replicas)] if self.replicas else []),
         ]
 
     def start(self) -> None:

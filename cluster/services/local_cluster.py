@@ -40,6 +40,7 @@ from cluster.services.instance import HOST
 from cluster.services.nginx import find_nginx
 from cluster.services.port_plan import PortPlan, port_is_free
 from cluster.services.relay_services import InstanceGroup, NginxService
+from cluster.services.replica import PRIMARY_REPLICATION, ReplicaService
 from cluster.services.state_file import reap_leftovers, remove_state, write_state
 from cluster.services.supervision import ClusterError, Service, ServiceList
 
@@ -66,9 +67,18 @@ class LocalCluster:
         workers: int,
         port: int,
         data_dir: Path,
+        replicas: int = 0,
     ) -> None:
         if instances < 1 or workers < 1:
             raise ClusterError("--instances and --workers must be at least 1")
+        if replicas < 0:
+            raise ClusterError("--replicas must not be negative")
+        if replicas and settings.database.url:
+            raise ClusterError(
+                "--replicas copies the embedded PostgreSQL; with your own database, list its "
+                "replicas in database.replica_urls (RELAY_DATABASE__REPLICA_URLS) instead"
+            )
+        self.replica_count = replicas
         self.settings = settings
         self.config = str(Path(config).absolute()) if config else None
         self.instance_count = instances
@@ -96,11 +106,19 @@ class LocalCluster:
         """The services in start order; each one may use the ones before it."""
         ports = PortPlan(self.data_dir, self.port, self.instance_count)
         checkpoint = self.save_state
+        replication = PRIMARY_REPLICATION if self.replica_count else None
         database: PostgresService | ExternalService = (
             ExternalService("postgres", self.settings.database.url)
             if self.settings.database.url
-            else PostgresService(self.data_dir, self.logs, ports, checkpoint)
+            else PostgresService(
+                self.data_dir, self.logs, ports, checkpoint, replication=replication
+            )
         )
+        replicas = [
+            ReplicaService(index, self.replica_count, self.data_dir, self.logs, ports, database)
+            for index in range(1, self.replica_count + 1)
+            if isinstance(database, PostgresService)
+        ]
         redis: RedisService | ExternalService = (
             ExternalService("redis", self.settings.redis.url)
             if self.settings.redis.url
@@ -122,8 +140,9 @@ class LocalCluster:
             ledger=ledger,
             public_url=f"ws://{HOST}:{self.port}" if nginx_binary is not None else None,
             checkpoint=checkpoint,
+            replicas=replicas,
         )
-        services: list[Service] = [database, redis, ledger, self.instances]
+        services: list[Service] = [database, *replicas, redis, ledger, self.instances]
         if nginx_binary is not None:
             limits = self.settings.rate_limits
             self.nginx = NginxService(
@@ -215,7 +234,7 @@ def _set_handlers(handler: Callable[[int, FrameType | None], None]) -> dict[int,
 
 
 def run_local_cluster(
-    config: str | None, instances: int, workers: int, port: int, data_dir: str
+    config: str | None, instances: int, workers: int, port: int, data_dir: str, replicas: int = 0
 ) -> int:
     """Run the whole cluster in the foreground until SIGINT/SIGTERM; 0 on a clean stop.
 
@@ -228,7 +247,9 @@ def run_local_cluster(
     cluster: LocalCluster | None = None
     code = 0
     try:
-        cluster = LocalCluster(settings, config, instances, workers, port, Path(data_dir))
+        cluster = LocalCluster(
+            settings, config, instances, workers, port, Path(data_dir), replicas=replicas
+        )
         cluster.start()
         cluster.announce()
         cluster.supervise()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import sys
@@ -57,8 +58,12 @@ class InstanceGroup:
         ledger: LedgerEndpoint,
         public_url: str | None,
         checkpoint: Callable[[], None],
+        replicas: Sequence[Endpoint] = (),
     ) -> None:
+        """`replicas`: read replicas `up` started; the instances get their URLs as
+        database.replica_urls."""
         self.count = count
+        self.replicas = list(replicas)
         self.workers = workers
         self.config = config
         self.logs = logs
@@ -86,8 +91,14 @@ class InstanceGroup:
         return [sys.executable, "-m", "cluster.cli", *config, *serve]
 
     def environment(self, port: int) -> dict[str, str]:
+        replicas = (
+            {"RELAY_DATABASE__REPLICA_URLS": json.dumps([r.url for r in self.replicas])}
+            if self.replicas
+            else {}
+        )
         return {
             **os.environ,
+            **replicas,
             "DATABASE_URL": self.database.url,
             "REDIS_URL": self.redis.url,
             "DASSIE_RPC_URL": self.ledger.url,

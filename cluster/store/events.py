@@ -1,6 +1,8 @@
 """The read side of the event repository: query, stream (for REQ), count, purge, ping.
 
-The write path (batch save, group commit) is cluster/store/writer.py.
+The write path (batch save, group commit) is cluster/store/writer.py. Queries and counts go
+through `reads` (cluster/store/replicas.py: a read replica when one is usable, else the
+primary); purges and pings stay on the primary's `pool`.
 """
 
 from __future__ import annotations
@@ -9,9 +11,10 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import msgspec
-from psycopg import AsyncServerCursor
+from psycopg import AsyncConnection, AsyncServerCursor
 from psycopg_pool import AsyncConnectionPool
 
 from cluster import metrics
@@ -19,6 +22,7 @@ from cluster.nostr.event import id_of_encoded
 from cluster.nostr.filters import Filter
 from cluster.store.archive import ArchiveScope
 from cluster.store.counts import CountAnswer, CountCache, count_events
+from cluster.store.replicas import ReadRouter
 from cluster.store.search import DEFAULT_CONFIG
 from cluster.store.sql import build_count, build_select, queryable
 from cluster.store.writer import PostgresBatchSaver, SaveOutcome, SaveRequest
@@ -77,8 +81,14 @@ class RowCursor:
 class EventStore:
     """Narrow storage interface over PostgreSQL; every SQL string lives in cluster/store."""
 
-    def __init__(self, pool: AsyncConnectionPool, archive: ArchiveScope | None = None) -> None:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        archive: ArchiveScope | None = None,
+        reads: ReadRouter | None = None,
+    ) -> None:
         self.pool = pool
+        self.reads = reads if reads is not None else ReadRouter(pool)
         self.archive = archive  # the archive tier's scope (cluster/store/archive.py), if any
         self._saver = PostgresBatchSaver(pool)
         self._counts = CountCache()
@@ -99,10 +109,13 @@ class EventStore:
         if not queryable(list(filters)):
             return StoredRows([], set())
         sql, params = build_select(list(filters), now, search_config, self.archive)
+
+        async def fetch(conn: AsyncConnection[Any]) -> list[tuple[str, datetime]]:
+            cursor = await conn.execute(sql.encode(), params)
+            return await cursor.fetchall()
+
         with metrics.DB_QUERY.labels("query").time():
-            async with self.pool.connection() as conn:
-                cursor = await conn.execute(sql.encode(), params)
-                rows = await cursor.fetchall()
+            rows = await self.reads.run(fetch)
         raws = [row[0].encode() for row in rows]
         cutoff = datetime.now(UTC) - timedelta(seconds=FANOUT_GRACE)
         recent = {
@@ -125,7 +138,7 @@ class EventStore:
             yield RowCursor(None, 0)
             return
         sql, params = build_select(usable, now, search_config, self.archive)
-        async with self.pool.connection() as conn, conn.transaction():
+        async with self.reads.connection() as conn, conn.transaction():
             await conn.execute(CURSOR_PLANS_AS_WHOLE)
             async with AsyncServerCursor[tuple[str, datetime]](conn, "req_rows") as cursor:
                 await cursor.execute(sql.encode(), params)
@@ -145,10 +158,13 @@ class EventStore:
         if not any(flt.can_match for flt in filters):
             return 0
         sql, params = build_count(list(filters), now, hidden_kinds, archive=self.archive)
+
+        async def fetch(conn: AsyncConnection[Any]) -> tuple[int] | None:
+            cursor = await conn.execute(sql.encode(), params)
+            return await cursor.fetchone()
+
         with metrics.DB_QUERY.labels("count").time():
-            async with self.pool.connection() as conn:
-                cursor = await conn.execute(sql.encode(), params)
-                row = await cursor.fetchone()
+            row = await self.reads.run(fetch)
         return int(row[0]) if row else 0
 
     async def count_answer(
@@ -167,17 +183,19 @@ class EventStore:
         if cached is not None:
             return cached
         started = time.perf_counter()
+
+        async def fetch(conn: AsyncConnection[Any]) -> CountAnswer:
+            return await count_events(conn, filters, now, hidden_kinds, search_config, self.archive)
+
         with metrics.DB_QUERY.labels("count").time():
-            async with self.pool.connection() as conn:
-                answer = await count_events(
-                    conn, filters, now, hidden_kinds, search_config, self.archive
-                )
+            answer = await self.reads.run(fetch)
         self._counts.put(key, answer, time.perf_counter() - started, time.monotonic())
         return answer
 
     async def discard_broken_connections(self) -> None:
         """After a read failed on a dropped connection (the database restarted): check every
-        idle pooled connection now, so the retry and the next queries get live ones."""
+        idle pooled connection now, so the retry and the next queries get live ones (a
+        replica's pool is checked by the router when it fails)."""
         await self.pool.check()
 
     async def purge_expired(self, now: int, batch: int = 1000) -> int:

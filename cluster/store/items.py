@@ -15,11 +15,13 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
+from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from cluster import metrics
 from cluster.nostr.filters import Filter
 from cluster.store.archive import ArchiveScope
+from cluster.store.replicas import ReadRouter
 from cluster.store.sql import ARCHIVE, hidden_conditions, reaches_archive
 
 
@@ -56,21 +58,26 @@ def build_items(
 
 
 async def fetch_items(
-    pool: AsyncConnectionPool,
+    pool: AsyncConnectionPool | ReadRouter,
     flt: Filter,
     now: int,
     hidden_kinds: frozenset[int],
     max_items: int,
     archive: ArchiveScope | None = None,
 ) -> ItemList:
-    """The filter's items, or only their count when there are more than `max_items`."""
+    """The filter's items, or only their count when there are more than `max_items`; read
+    through `pool`, or a read replica when it is the relay's ReadRouter."""
     if not flt.can_match:
         return ItemList(0, b"", b"")
     sql, params = build_items(flt, now, hidden_kinds, max_items, archive)
+    reads = pool if isinstance(pool, ReadRouter) else ReadRouter(pool)
+
+    async def fetch(conn: AsyncConnection[Any]) -> tuple[Any, ...] | None:
+        cursor = await conn.execute(sql.encode(), params)
+        return await cursor.fetchone()
+
     with metrics.DB_QUERY.labels("negentropy").time():
-        async with pool.connection() as conn:
-            cursor = await conn.execute(sql.encode(), params)
-            row = await cursor.fetchone()
+        row = await reads.run(fetch)
     if row is None:
         return ItemList(0, b"", b"")
     count = int(row[0])

@@ -399,6 +399,7 @@ EXPECTED_ALERTS = {
     "RelayNoInstanceScraped",
     "RelayDiskSpaceLow",
     "RelayDiskSpaceCritical",
+    "RelayReplicaNotServing",
 }
 
 

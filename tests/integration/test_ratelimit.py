@@ -12,10 +12,10 @@ import redis.asyncio as aioredis
 
 from cluster.config import RateLimitSettings
 from cluster.relay.addresses import client_ip, subject_of_ip
+from cluster.relay.local_limits import DenialMemory, TokenBuckets, denial_hold
 from cluster.relay.ratelimit import (
     ConnectionCounter,
     RateLimiter,
-    TokenBuckets,
     connections_key,
     fallback_limit,
     redis_client,
@@ -74,7 +74,8 @@ async def test_two_workers_share_one_budget(clients: list[aioredis.Redis], prefi
     assert await allowed(first, 3) == 0
     assert first.decisions == {
         "redis_allowed": 6,
-        "redis_denied": 3,
+        "redis_denied": 1,
+        "remembered_denied": 2,  # the refusal is remembered for a moment: no round trip
         "fallback_allowed": 0,
         "fallback_denied": 0,
     }
@@ -301,3 +302,41 @@ def test_settings_defaults_and_validation() -> None:
         msgspec.convert({"fallback_workers": 0}, RateLimitSettings)
     with pytest.raises(msgspec.ValidationError):
         msgspec.convert({"reqs_per_minute_per_ip": -1}, RateLimitSettings)
+
+
+# ---- remembered refusals ----------------------------------------------------------------------
+
+
+async def test_a_refusal_is_remembered_briefly_then_redis_is_asked_again(
+    clients: list[aioredis.Redis], prefix: str
+) -> None:
+    """A flood over its limit costs no Redis round trip per message, yet regains its budget."""
+    clock = FakeClock()
+    limiter = RateLimiter(clients[0], prefix=prefix, fallback_workers=4, clock=clock)
+    assert await allowed(limiter, 10) == 10
+    assert await allowed(limiter, 50) == 0
+    assert limiter.decisions["redis_denied"] == 1
+    assert limiter.decisions["remembered_denied"] == 49
+    clock.now += denial_hold(60)  # the memory lapses: Redis decides again (still over)
+    assert await allowed(limiter, 1) == 0
+    assert limiter.decisions["redis_denied"] == 2
+    clock.now = START + 180  # two windows on: allowed again, through Redis
+    assert await allowed(limiter, 1) == 1
+    # another subject was never refused: it goes to Redis as usual
+    assert await allowed(limiter, 1, subject="5.6.7.8") == 1
+
+
+def test_denial_hold_is_a_sixtieth_of_the_window_at_most_a_second() -> None:
+    assert denial_hold(60) == 1.0
+    assert denial_hold(3600) == 1.0
+    assert denial_hold(1) == 1 / 60
+
+
+def test_denial_memory_is_bounded_and_expires() -> None:
+    memory = DenialMemory(max_entries=2)
+    memory.remember("a", 10.0)
+    memory.remember("b", 10.0)
+    memory.remember("c", 10.0)  # "a" is forgotten: the cap bounds memory
+    assert not memory.holds("a", 5.0)
+    assert memory.holds("b", 5.0) and memory.holds("c", 9.99)
+    assert not memory.holds("b", 10.0)  # expired at its time

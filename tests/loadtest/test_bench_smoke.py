@@ -181,6 +181,11 @@ def test_bench_quick_writes_report_and_plot(
     assert results.sweep is not None
     assert all(step.error_count == 0 for step in results.sweep.steps)
     assert results.paid.accepted == results.paid.offered
+    assert results.sustained is not None and results.sustained.error_count == 0
+    assert results.peak is not None and results.peak.accepted == results.peak.offered
+    soaked = results.soak
+    assert soaked is not None and len(soaked.windows) == 2 and soaked.error_count == 0
+    assert all(w.relay_rss_mib is None for w in soaked.windows)  # --url: no process tree to read
     assert results.fill is not None and results.fill.count >= 500
     # (a 500-event table may well be scanned sequentially: the full bench judges the plans)
     assert results.explain is not None and set(results.explain) == set(generator.QUERY_SHAPES)
@@ -195,4 +200,6 @@ def test_bench_quick_writes_report_and_plot(
     text = report.read_text()
     assert "| Event acceptance, free kind (EVENT → OK)" in text
     assert "Payment verification" in text
+    assert "| Sustained rate (EVENT → OK)" in text and "| Peak rate (EVENT → OK)" in text
+    assert "## Soak (free kind, EVENT → OK, windows back to back)" in text
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -22,6 +22,7 @@ from cluster.nostr.messages import CountCommand, count_message
 from cluster.nostr.rejection import error, rate_limited
 from cluster.relay.admission import QueriesWaiting
 from cluster.relay.connection import Connection
+from cluster.relay.freshness import reads_for
 from cluster.relay.verbs.req import QUERY_FAILURES
 from cluster.store.pool import statement_timeout
 
@@ -40,7 +41,8 @@ async def handle_count(connection: Connection, command: CountCommand) -> None:
     search_config = context.settings.search.config
     try:
         async with context.admission.slot(connection.access.rate_subject):
-            with statement_timeout(context.settings.database.count_timeout_ms):
+            timeout = statement_timeout(context.settings.database.count_timeout_ms)
+            with timeout, reads_for(connection):
                 answer = await context.store.count_answer(
                     command.filters, int(time.time()), hidden, search_config
                 )

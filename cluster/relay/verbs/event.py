@@ -44,6 +44,7 @@ from cluster.nostr.rejection import Prefix, Rejection
 from cluster.nostr.vanish import VANISH_KIND, targets_this_relay
 from cluster.payments.gate import PaidClaim, invalid_payment
 from cluster.payments.model import PaymentReason
+from cluster.relay import freshness
 from cluster.relay.connection import Connection
 from cluster.relay.context import RelayContext
 from cluster.relay.ordering import Place
@@ -93,6 +94,7 @@ async def _run(connection: Connection, event: Event, place: Place) -> None:
         log.exception("EVENT handling failed")
         connection.ok(event.id, False, INTERNAL_ERROR)
     finally:
+        freshness.event_answered(connection)  # read-your-writes with replicas
         place.done()
         connection.inflight.release()
 

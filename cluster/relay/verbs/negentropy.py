@@ -35,6 +35,7 @@ from cluster.nostr.negentropy_codec import NegentropyError
 from cluster.nostr.rejection import Prefix, Rejection, blocked, error, invalid, rate_limited
 from cluster.relay.admission import QueriesWaiting
 from cluster.relay.connection import Connection
+from cluster.relay.freshness import reads_for
 from cluster.relay.verbs.req import QUERY_FAILURES
 from cluster.store.items import ItemList, fetch_items
 from cluster.store.pool import statement_timeout
@@ -133,9 +134,9 @@ async def handle_neg_open(connection: Connection, command: NegOpenCommand) -> No
     hidden = context.access.count_hidden_kinds(connection.access, (flt,))[0]
     try:
         async with context.admission.slot(connection.access.rate_subject):
-            with statement_timeout(settings.query_timeout_ms):
+            with statement_timeout(settings.query_timeout_ms), reads_for(connection):
                 items = await fetch_items(
-                    context.store.pool,
+                    context.store.reads,
                     flt,
                     int(time.time()),
                     hidden,

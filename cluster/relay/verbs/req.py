@@ -27,6 +27,7 @@ from cluster.nostr.messages import ReqCommand, eose_message, event_message
 from cluster.nostr.rejection import Rejection, blocked, error, rate_limited
 from cluster.relay.admission import QueriesWaiting
 from cluster.relay.connection import Connection
+from cluster.relay.freshness import reads_for
 from cluster.relay.subscriptions import Subscription
 from cluster.store.events import FANOUT_GRACE, RowCursor, StoredRows
 
@@ -113,13 +114,15 @@ async def _stored_rows(
     search_config = context.settings.search.config
     if _expected_rows(command) <= DIRECT_ROWS:
         async with slot:
-            stored = await context.store.query_rows(command.filters, now, search_config)
+            with reads_for(connection):
+                stored = await context.store.query_rows(command.filters, now, search_config)
         yield FetchedRows(stored)
         return
     max_rows = context.settings.limits.max_rows_per_req
     stream = context.store.stream_rows(command.filters, now, max_rows, search_config)
-    async with slot, stream as rows:
-        yield rows
+    with reads_for(connection):  # the cursor's server is chosen on entering `stream`
+        async with slot, stream as rows:
+            yield rows
 
 
 async def _send_stored(
