@@ -28,6 +28,7 @@ COMPOSE_FILE = ROOT / "docker-compose.cluster.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
 K8S_DIR = ROOT / "k8s"
 AKASH_SDL = ROOT / "akash" / "deploy.yaml"
+AKASH_HA_SDL = ROOT / "akash" / "deploy-ha.yaml"
 COMPOSE_NGINX_CONF = ROOT / "nginx" / "compose.conf"
 
 SECRET_NAME = re.compile(r"PASSWORD|TOKEN|SECRET", re.IGNORECASE)

@@ -17,7 +17,9 @@ from __future__ import annotations
 import copy
 import posixpath
 import re
+import subprocess
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,6 +27,7 @@ import pytest
 from cluster.config import load_settings
 from cluster.ledger.server import ledger_config_from_env
 from tests.deploy import (
+    AKASH_HA_SDL,
     AKASH_SDL,
     SECRET_NAME,
     TEST_SECRET,
@@ -78,9 +81,9 @@ PLACEHOLDERS = {
 # --- rendering like `envsubst '${A} ${B}'` ------------------------------------------------------
 
 
-def documented_envsubst_variables() -> list[str]:
+def documented_envsubst_variables(path: Path = AKASH_SDL) -> list[str]:
     """The variable list of the envsubst command in the SDL's header comment."""
-    match = re.search(r"envsubst '([^']+)'", AKASH_SDL.read_text())
+    match = re.search(r"envsubst '([^']+)'", path.read_text())
     assert match, "the SDL header no longer shows the envsubst command"
     return re.findall(r"\$\{(\w+)\}", match[1])
 
@@ -94,8 +97,10 @@ def envsubst(text: str, values: Mapping[str, str], names: list[str]) -> str:
     return text
 
 
-def rendered_sdl(values: Mapping[str, str] = PLACEHOLDERS) -> dict[str, Any]:
-    text = envsubst(AKASH_SDL.read_text(), values, documented_envsubst_variables())
+def rendered_sdl(
+    values: Mapping[str, str] = PLACEHOLDERS, path: Path = AKASH_SDL
+) -> dict[str, Any]:
+    text = envsubst(path.read_text(), values, documented_envsubst_variables(path))
     (document,) = load_yaml_documents(text)
     result: dict[str, Any] = document
     return result
@@ -543,11 +548,13 @@ def test_the_cost_table_in_the_docs_matches_the_sdl() -> None:
 
 
 def test_the_docs_render_the_sdl_with_the_same_variable_list() -> None:
+    """Each envsubst command in docs/DEPLOY.md renders the SDL it reads with that SDL's list."""
     docs = (AKASH_SDL.parents[1] / "docs" / "DEPLOY.md").read_text()
-    listed = re.findall(r"envsubst '([^']+)'", docs)
-    assert listed, "docs/DEPLOY.md no longer shows the envsubst command"
-    for variables in listed:
-        assert re.findall(r"\$\{(\w+)\}", variables) == documented_envsubst_variables()
+    listed = re.findall(r"envsubst '([^']+)'[\s\\]*< (akash/[\w.-]+)", docs)
+    assert {path for _, path in listed} == {"akash/deploy.yaml", "akash/deploy-ha.yaml"}
+    for variables, path in listed:
+        expected = documented_envsubst_variables(AKASH_SDL.parents[1] / path)
+        assert re.findall(r"\$\{(\w+)\}", variables) == expected, path
 
 
 def test_metrics_are_only_on_the_relays_unexposed_private_port() -> None:
@@ -558,3 +565,181 @@ def test_metrics_are_only_on_the_relays_unexposed_private_port() -> None:
     assert network.metrics_port not in (0, network.port)
     assert [entry["port"] for entry in relay["expose"]] == [network.port]
     assert all("global" not in target for entry in relay["expose"] for target in entry["to"])
+
+
+# --- akash/deploy-ha.yaml: deploy.yaml plus a read replica and Redis Sentinel -------------------
+
+HA_PLACEHOLDERS = {**PLACEHOLDERS, "POSTGRES_REPLICATION_PASSWORD": TEST_SECRET}
+HA_SERVICES = {"postgres-replica", "redis-replica", "sentinel-1", "sentinel-2", "sentinel-3"}
+HA_RELAY_SETTINGS = {
+    "RELAY_DATABASE__REPLICA_URLS",
+    "RELAY_REDIS__SENTINELS",
+    "RELAY_REDIS__SENTINEL_SERVICE",
+    "RELAY_REDIS__SENTINEL_PASSWORD",
+}
+
+
+def rendered_ha() -> dict[str, Any]:
+    return rendered_sdl(HA_PLACEHOLDERS, AKASH_HA_SDL)
+
+
+def exposed_to(sdl: Mapping[str, Any], service: str, port: int) -> set[str]:
+    return {
+        to["service"]
+        for expose in sdl["services"][service].get("expose", [])
+        if expose["port"] == port
+        for to in expose.get("to", [])
+        if "service" in to
+    }
+
+
+def test_the_ha_sdl_is_valid_sdl_v2() -> None:
+    assert sdl_errors(rendered_ha()) == []
+    raw = load_yaml(AKASH_HA_SDL)
+    assert sorted(sdl_errors(raw)) == [
+        "dassie: image ${RELAY_IMAGE} is not pinned to a tag (providers cache images)",
+        "nginx: expose 8080: accept host '${RELAY_HOSTNAME}' is not a hostname",
+        "relay: image ${RELAY_IMAGE} is not pinned to a tag (providers cache images)",
+    ]
+
+
+def test_the_ha_sdl_is_deploy_yaml_plus_the_optional_services() -> None:
+    """What deploy.yaml deploys is deployed the same way: nginx and the ledger unchanged, the
+    relay with four more settings, the datastores with what replication needs added."""
+    base, ha = rendered_sdl(), rendered_ha()
+    assert set(ha["services"]) == set(base["services"]) | HA_SERVICES
+    assert ha["services"]["nginx"] == base["services"]["nginx"]  # nginx -t ran on this text
+    assert ha["services"]["dassie"] == base["services"]["dassie"]
+    relay, base_relay = ha["services"]["relay"], base["services"]["relay"]
+    assert {k: v for k, v in relay.items() if k != "env"} == {
+        k: v for k, v in base_relay.items() if k != "env"
+    }
+    env, base_env = env_list_to_dict(relay["env"]), env_list_to_dict(base_relay["env"])
+    assert set(env) - set(base_env) == HA_RELAY_SETTINGS
+    assert {k: env[k] for k in base_env} == base_env
+    for name in ("postgres", "redis"):
+        service, base_service = ha["services"][name], base["services"][name]
+        assert service["image"] == base_service["image"]
+        assert service["params"] == base_service["params"]
+        assert set(base_service["env"]) <= set(service["env"]), name
+        assert exposed_to(base, name, 5432 if name == "postgres" else 6379) <= exposed_to(
+            ha, name, 5432 if name == "postgres" else 6379
+        )
+    for name, profile in base["profiles"]["compute"].items():
+        assert ha["profiles"]["compute"][name] == profile
+    for name, price in base["profiles"]["placement"]["akash"]["pricing"].items():
+        assert ha["profiles"]["placement"]["akash"]["pricing"][name] == price
+    for name, entry in base["deployment"].items():
+        assert ha["deployment"][name] == entry
+    assert (
+        ha["profiles"]["placement"]["akash"]["signedBy"]
+        == base["profiles"]["placement"]["akash"]["signedBy"]
+    )
+
+
+def test_the_ha_relays_read_the_replica_and_follow_the_sentinels() -> None:
+    sdl = rendered_ha()
+    services = sdl["services"]
+    settings = load_settings(env=env_list_to_dict(services["relay"]["env"]))
+    assert untrusted_proxy_addresses(settings) == []
+    (url,) = settings.database.replica_urls
+    replica, primary = (
+        re.match(r"postgresql://(.*)@([\w-]+):(\d+)(/.*)", url),
+        re.match(r"postgresql://(.*)@([\w-]+):(\d+)(/.*)", settings.database.url),
+    )
+    assert replica is not None and primary is not None
+    assert replica[2] == "postgres-replica" and replica[2] in services
+    assert (replica[1], replica[4]) == (primary[1], primary[4])  # the same role and database
+    assert "relay" in exposed_to(sdl, "postgres-replica", int(replica[3]))
+    sentinels = [f"sentinel-{i}" for i in (1, 2, 3)]
+    assert settings.redis.sentinels == [f"{name}:26379" for name in sentinels]
+    assert settings.redis.sentinel_password == TEST_SECRET
+    for name in sentinels:
+        others = set(sentinels) - {name}
+        assert exposed_to(sdl, name, 26379) == {"relay", "redis", "redis-replica"} | others
+        script = services[name]["args"][0]
+        conf = [
+            line.split()
+            for line in script.split("<<EOF\n", 1)[1].split("\nEOF\n", 1)[0].splitlines()
+        ]
+        (monitor,) = [line for line in conf if line[:2] == ["sentinel", "monitor"]]
+        assert monitor[2] == settings.redis.sentinel_service and monitor[4:] == ["6379", "2"]
+        assert "master=redis" in script  # the first master, as the relays' REDIS_URL names it
+        assert ["sentinel", "announce-ip", name] in conf
+        assert ["requirepass", TEST_SECRET] in conf and [
+            "sentinel",
+            "auth-pass",
+            "relay",
+            TEST_SECRET,
+        ] in conf
+        assert sdl["deployment"][name]["akash"]["count"] == 1
+    for name in ("redis", "redis-replica"):
+        other = {"redis": "redis-replica", "redis-replica": "redis"}[name]
+        assert exposed_to(sdl, name, 6379) == {"relay", other, *sentinels}
+        assert f"--replica-announce-ip {name}" in services[name]["args"][0]
+
+
+def test_the_ha_replica_follows_the_primary() -> None:
+    raw = load_yaml(AKASH_HA_SDL)
+    sdl = rendered_ha()
+    primary, replica = sdl["services"]["postgres"], sdl["services"]["postgres-replica"]
+    env, primary_env = env_list_to_dict(replica["env"]), env_list_to_dict(primary["env"])
+    info = dict(item.split("=", 1) for item in env["PRIMARY_CONNINFO"].split())
+    assert info["host"] == "postgres" and info["port"] == "5432"
+    assert "postgres-replica" in exposed_to(sdl, "postgres", 5432)
+    assert info["user"] == primary_env["POSTGRES_REPLICATION_USER"]
+    assert env["REPLICATION_PASSWORD"] == primary_env["POSTGRES_REPLICATION_PASSWORD"]
+    assert env["PGDATA"] == primary_env["PGDATA"]
+    # the primary writes postgres/init-replication.sh, the same text, before initdb runs
+    script = raw["services"]["postgres"]["command"][2]
+    embedded = script.split("<<'INIT'\n", 1)[1].split("\nINIT\n", 1)[0] + "\n"
+    assert embedded == (AKASH_SDL.parents[1] / "postgres" / "init-replication.sh").read_text()
+    assert (
+        "/docker-entrypoint-initdb.d/" in script
+        and 'exec docker-entrypoint.sh postgres "$@"' in script
+    )
+    steps = replica["command"][2]
+    for step in ("pg_basebackup", "standby.signal", "chown postgres", "primary_conninfo="):
+        assert step in steps, step
+    assert 'exec docker-entrypoint.sh postgres "$@"' in steps
+    args = {a for a in replica["args"]}
+    assert args == set(primary["args"])  # the same settings and sizing (hot standby)
+    storage = sdl["profiles"]["compute"]["postgres-replica"]["resources"]["storage"]
+    assert any((v.get("attributes") or {}).get("persistent") for v in storage)
+    assert replica["params"] == primary["params"]
+    # connections: every worker's pool on each server, plus one lag-check connection each
+    settings = load_settings(env=env_list_to_dict(sdl["services"]["relay"]["env"]))
+    relays = sdl["deployment"]["relay"]["akash"]["count"]
+    workers = relays * settings.network.workers
+    max_connections = int(
+        next(a.split("=")[1] for a in primary["args"] if a.startswith("max_connections"))
+    )
+    assert max_connections > workers * (settings.database.pool_max + 1) + 8 + 10
+
+
+def test_the_ha_secrets_are_placeholders_rendered_by_the_documented_list() -> None:
+    text = AKASH_HA_SDL.read_text()
+    names = documented_envsubst_variables(AKASH_HA_SDL)
+    assert set(re.findall(r"\$\{(\w+)\}", text)) == set(names) == set(HA_PLACEHOLDERS)
+    assert names[: len(documented_envsubst_variables())] == documented_envsubst_variables()
+    for service in load_yaml(AKASH_HA_SDL)["services"].values():
+        for entry in service.get("env", []):
+            key, _, value = entry.partition("=")
+            if SECRET_NAME.search(key):
+                assert re.fullmatch(r"\$\{\w+\}", value), f"{key} holds a literal value"
+    rendered = envsubst(text, HA_PLACEHOLDERS, names)
+    assert "${" not in rendered.replace("${POSTGRES_REPLICATION_USER:-replicator}", "")
+    for variable in ("$remote_addr", "$master", "$found", "$PGDATA", "$conninfo", "$POSTGRES_USER"):
+        assert variable in rendered, variable
+
+
+def test_the_ha_shell_scripts_parse() -> None:
+    scripts = []
+    for name, service in rendered_ha()["services"].items():
+        command, args = service.get("command", []), service.get("args", [])
+        if command[:2] == ["sh", "-c"]:
+            scripts.append((name, command[2] if len(command) > 2 else args[0]))
+    assert len(scripts) == 8
+    for name, script in scripts:
+        result = subprocess.run(["sh", "-n"], input=script, capture_output=True, text=True)
+        assert result.returncode == 0, (name, result.stderr)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+import subprocess
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
@@ -21,7 +22,7 @@ from urllib.parse import urlsplit
 import jsonschema
 import pytest
 
-from cluster.config import load_settings
+from cluster.config import Settings, load_settings
 from cluster.ledger.server import ledger_config_from_env
 from tests.deploy import (
     COMPOSE_FILE,
@@ -29,6 +30,7 @@ from tests.deploy import (
     ENV_EXAMPLE,
     ROOT,
     SECRET_NAME,
+    TEST_SECRET,
     InterpolationError,
     interpolate,
     interpolate_tree,
@@ -39,6 +41,7 @@ from tests.deploy import (
     with_test_secrets,
 )
 from tests.deploy.test_dockerfile import runtime_stage
+from tests.deploy.test_postgres_settings import CONF, parse_args, parse_conf, target_errors
 
 CONDITIONS = {"service_started", "service_healthy", "service_completed_successfully"}
 
@@ -262,7 +265,12 @@ def test_every_secret_is_required_from_the_environment_and_none_is_committed() -
     text = COMPOSE_FILE.read_text()
     placeholders = re.findall(r"\$\{(\w+)([^}]*)\}", text)
     secrets = {name for name, _ in placeholders if SECRET_NAME.search(name)}
-    assert secrets == {"POSTGRES_PASSWORD", "REDIS_PASSWORD", "DASSIE_RPC_TOKEN"}
+    assert secrets == {
+        "POSTGRES_PASSWORD",
+        "REDIS_PASSWORD",
+        "DASSIE_RPC_TOKEN",
+        "POSTGRES_REPLICATION_PASSWORD",
+    }
     for name, rest in placeholders:
         if name in secrets:
             assert rest.startswith(":?"), f"${{{name}{rest}}} must be ${{{name}:?...}}"
@@ -380,10 +388,15 @@ def test_the_start_order_is_health_gated() -> None:
         "postgres": "service_healthy",
         "redis": "service_healthy",
         "dassie": "service_healthy",
+        "sentinel-1": "service_healthy",
+        "sentinel-2": "service_healthy",
     }
     assert conditions("nginx") == {"relay": "service_healthy"}
     for name in ("postgres", "redis", "dassie", "relay", "nginx"):
         assert _healthcheck_enabled(services[name]), name
+    assert conditions("postgres-replica") == {"postgres": "service_healthy"}
+    for name in ("redis-replica", "sentinel-1", "sentinel-2", "sentinel-3"):
+        assert conditions(name) == {"redis": "service_healthy"}, name
 
 
 def test_data_lives_on_named_volumes_and_nginx_uses_this_repository() -> None:
@@ -402,3 +415,231 @@ def test_metrics_are_only_on_the_relays_unpublished_private_port() -> None:
     network = load_settings(env={**image_environment(), **relay["environment"]}).network
     assert network.metrics_port not in (0, network.port)
     assert "ports" not in relay
+
+
+# --- the optional profiles: read replica (`replicas`) and Redis Sentinel (`sentinel`) -----------
+
+
+def documented_options() -> dict[str, str]:
+    """The commented `# KEY=value` lines of .env.example: the values that turn the optional
+    profiles on, exactly as the operator is told to set them."""
+    options = {}
+    for line in ENV_EXAMPLE.read_text().splitlines():
+        match = re.fullmatch(r"# ([A-Z][A-Z0-9_]*)=(.*)", line)
+        if match:
+            assert match[1] not in options, f"{match[1]} documented twice in .env.example"
+            options[match[1]] = match[2]
+    return options
+
+
+def env_with_options() -> dict[str, str]:
+    return {**example_env(), **documented_options()}
+
+
+def relay_settings(env: Mapping[str, str]) -> Settings:
+    relay = compose(env)["services"]["relay"]
+    return load_settings(env={**image_environment(), **relay["environment"]})
+
+
+def parse_conninfo(text: str) -> dict[str, str]:
+    """libpq `key=value` pairs (no quoted values, which the compose file does not use)."""
+    pairs = [item.partition("=") for item in text.split()]
+    assert all(sep for _, sep, _ in pairs), text
+    return {key: value for key, _, value in pairs}
+
+
+def sentinel_conf(service: Mapping[str, Any]) -> list[list[str]]:
+    """The lines of the sentinel.conf a sentinel service writes at its first start."""
+    script = service["command"][2]
+    body = script.split("<<EOF\n", 1)[1].split("\nEOF\n", 1)[0]
+    return [line.split() for line in body.splitlines() if line.strip()]
+
+
+def test_the_documented_options_name_the_declared_profiles() -> None:
+    services = compose()["services"]
+    declared = {profile for s in services.values() for profile in s.get("profiles", [])}
+    documented = set(documented_options()["COMPOSE_PROFILES"].split(","))
+    assert documented == declared == {"ledger", "replicas", "sentinel"}
+    assert parse_env_file(ENV_EXAMPLE)["COMPOSE_PROFILES"] == "ledger"  # both off by default
+    assert set(documented_options()) <= set(parse_env_file(ENV_EXAMPLE)) | {"COMPOSE_PROFILES"}
+
+
+def test_every_service_of_a_profile_has_a_healthcheck() -> None:
+    for name, service in compose()["services"].items():
+        if service.get("profiles"):
+            assert _healthcheck_enabled(service), name
+
+
+def test_the_embedded_shell_scripts_parse() -> None:
+    """`sh -n` on every `sh -c` script of the file (after interpolation: `$$` is `$`) and on
+    postgres/init-replication.sh."""
+    scripts = {"postgres/init-replication.sh": (ROOT / "postgres/init-replication.sh").read_text()}
+    for name, service in compose()["services"].items():
+        for key in ("entrypoint", "command"):
+            value = service.get(key)
+            if isinstance(value, list) and value[:2] == ["sh", "-c"]:
+                scripts[f"{name} {key}"] = value[2]
+    assert len(scripts) >= 6
+    for where, script in scripts.items():
+        result = subprocess.run(["sh", "-n"], input=script, capture_output=True, text=True)
+        assert result.returncode == 0, (where, result.stderr)
+
+
+def test_without_the_options_the_relays_use_one_postgres_and_one_redis() -> None:
+    settings = relay_settings(example_env())
+    assert settings.database.replica_urls == []
+    assert settings.redis.sentinels == []
+
+
+INIT_MOUNT = "./postgres/init-replication.sh:/docker-entrypoint-initdb.d/10-replication.sh:ro"
+
+
+def replica_errors(services: Mapping[str, Any]) -> list[str]:
+    """What keeps `postgres-replica` from copying and following the `postgres` service."""
+    errors: list[str] = []
+    primary, replica = services["postgres"], services["postgres-replica"]
+    info = parse_conninfo(replica["environment"]["PRIMARY_CONNINFO"])
+    host = services.get(info.get("host", ""))
+    if host is not primary:
+        errors.append(f"primary_conninfo host {info.get('host')} is not the postgres service")
+    if info.get("port") != "5432":  # the primary sets no port: PostgreSQL's default
+        errors.append(f"primary_conninfo port {info.get('port')} is not the primary's 5432")
+    if not _networks(replica) & _networks(primary):
+        errors.append("the replica shares no network with the primary")
+    if info.get("user") != primary["environment"].get("POSTGRES_REPLICATION_USER"):
+        errors.append(f"primary_conninfo user {info.get('user')} is not the replication role")
+    if replica["environment"].get("REPLICATION_PASSWORD") != primary["environment"].get(
+        "POSTGRES_REPLICATION_PASSWORD"
+    ):
+        errors.append("the replica's password is not the replication role's")
+    if INIT_MOUNT not in primary.get("volumes", []):
+        errors.append("the primary does not run postgres/init-replication.sh at initdb")
+    conf = parse_conf(CONF.read_text())
+    if (
+        conf.get("wal_level") not in {"replica", "logical"}
+        or int(conf.get("max_wal_senders", "0")) < 2
+    ):  # the replica, plus a pg_basebackup at a time
+        errors.append("postgres/relay.conf does not let the primary stream to replicas")
+    if conf.get("hot_standby") != "on":
+        errors.append("postgres/relay.conf does not let a replica serve reads")
+    args = parse_args(replica["command"])
+    errors += target_errors("postgres-replica", args, conf, mounted=True)
+    if "./postgres/relay.conf:/etc/postgresql/relay.conf:ro" not in replica.get("volumes", []):
+        errors.append("the replica does not mount postgres/relay.conf")
+    if int(args.get("max_connections", "0")) < int(
+        parse_args(primary["command"])["max_connections"]
+    ):
+        errors.append("a hot standby needs max_connections at least the primary's")
+    entrypoint = replica.get("entrypoint", [])
+    script = entrypoint[2] if entrypoint[:2] == ["sh", "-c"] else ""
+    for step in (
+        'pg_basebackup --dbname="$conninfo"',
+        "standby.signal",
+        'exec postgres "$@" -c "primary_conninfo=$conninfo"',
+    ):
+        if step not in script:
+            errors.append(f"the replica's entrypoint lacks {step}")
+    return errors
+
+
+def test_the_replica_follows_the_primary_service() -> None:
+    services = compose()["services"]
+    primary, replica = services["postgres"], services["postgres-replica"]
+    assert replica["profiles"] == ["replicas"] and replica["image"] == primary["image"]
+    assert replica_errors(services) == []
+    assert primary["environment"]["POSTGRES_REPLICATION_USER"] == "replicator"
+    assert replica["environment"]["REPLICATION_PASSWORD"] == TEST_SECRET
+    script = (ROOT / "postgres/init-replication.sh").read_text()
+    assert "WITH REPLICATION LOGIN PASSWORD" in script
+    assert "host replication ${POSTGRES_REPLICATION_USER:-replicator} all scram-sha-256" in script
+    assert "pgreplica:/var/lib/postgresql/data" in replica["volumes"]
+    assert replica["environment"]["PGDATA"].startswith("/var/lib/postgresql/data/")
+
+
+def test_the_replica_check_catches_a_replica_that_cannot_follow() -> None:
+    services = compose()["services"]
+    replica, primary = services["postgres-replica"], services["postgres"]
+    replica["environment"]["PRIMARY_CONNINFO"] = "host=postgres-primary port=5433 user=relay"
+    replica["environment"]["REPLICATION_PASSWORD"] = "other"
+    replica["command"] = ["-c", "config_file=/etc/postgresql/relay.conf", "-c", "wal_level=minimal"]
+    primary["volumes"].remove(INIT_MOUNT)
+    replica["entrypoint"][2] = replica["entrypoint"][2].replace("standby.signal", "recovery.conf")
+    errors = "\n".join(replica_errors(services))
+    for expected in (
+        "primary_conninfo host postgres-primary is not the postgres service",
+        "primary_conninfo port 5433 is not the primary's 5432",
+        "primary_conninfo user relay is not the replication role",
+        "the replica's password is not the replication role's",
+        "the primary does not run postgres/init-replication.sh at initdb",
+        "postgres-replica: wal_level belongs in postgres/relay.conf, not -c",
+        "a hot standby needs max_connections at least the primary's",
+        "the replica's entrypoint lacks standby.signal",
+    ):
+        assert expected in errors, (expected, errors)
+
+
+def test_the_documented_replica_url_reaches_the_replica() -> None:
+    env = env_with_options()
+    services = compose(env)["services"]
+    settings = relay_settings(env)
+    (url,) = settings.database.replica_urls
+    parts = urlsplit(url)
+    primary = urlsplit(settings.database.url)
+    assert (
+        parts.hostname == "postgres-replica" and "replicas" in services[parts.hostname]["profiles"]
+    )
+    assert parts.port == 5432 and parts.path == primary.path == "/relay"
+    assert parts.username == primary.username and parts.password is None  # no secret in .env
+    assert services["relay"]["environment"]["PGPASSWORD"] == primary.password
+    assert _networks(services["relay"]) & _networks(services["postgres-replica"])
+
+
+def test_the_documented_sentinels_watch_the_redis_the_relays_use() -> None:
+    env = env_with_options()
+    services = compose(env)["services"]
+    settings = relay_settings(env)
+    sentinels = [s for s in services if s.startswith("sentinel-")]
+    assert len(sentinels) == 3
+    assert settings.redis.sentinels == [f"{name}:26379" for name in sentinels]
+    redis_password = urlsplit(settings.redis.url).password
+    for name in sentinels:
+        service = services[name]
+        assert service["profiles"] == ["sentinel"] and service["hostname"] == name
+        assert _networks(service) & _networks(services["relay"])
+        conf = sentinel_conf(service)
+        assert ["port", "26379"] in conf
+        (monitor,) = [line for line in conf if line[:2] == ["sentinel", "monitor"]]
+        _, _, master_name, host, port, quorum = monitor
+        assert master_name == settings.redis.sentinel_service
+        assert host == urlsplit(settings.redis.url).hostname == "redis" and port == "6379"
+        assert len(sentinels) // 2 < int(quorum) <= len(sentinels)
+        assert ["sentinel", "auth-pass", master_name, "$REDIS_PASSWORD"] in conf
+        assert ["requirepass", "$REDIS_PASSWORD"] in conf
+        assert service["environment"]["REDIS_PASSWORD"] == redis_password
+        assert conf.index(["sentinel", "resolve-hostnames", "yes"]) < conf.index(monitor)
+        assert _volume_source(service["volumes"][0])[0] == "volume"  # state survives restarts
+    assert settings.redis.sentinel_password == redis_password
+    # both Redis servers announce a name the relays can resolve, authenticate to each other
+    # once one replicates the other, and follow the master the sentinels name when they start
+    for name in ("redis", "redis-replica"):
+        script = " ".join(services[name]["command"])
+        assert f"--replica-announce-ip {name}" in script, name
+        assert '--masterauth "$REDIS_PASSWORD"' in script, name
+        assert "sentinel get-master-addr-by-name relay" in script, name
+        assert f'if [ "$master" = {name} ]; then role=""; fi' in script, name
+        assert _networks(services[name]) & _networks(services["relay"])
+
+
+def test_connections_fit_with_a_replica() -> None:
+    """Each worker keeps its query pool on the replica too, and one more connection to each
+    server for the lag checks (docs/SCALING.md)."""
+    env = env_with_options()
+    services = compose(env)["services"]
+    settings = relay_settings(env)
+    relays = services["relay"]["deploy"]["replicas"]
+    workers = relays * settings.network.workers
+    replica = parse_args(services["postgres-replica"]["command"])
+    assert int(replica["max_connections"]) > workers * (settings.database.pool_max + 1) + 10
+    primary = parse_args(services["postgres"]["command"])
+    needed = workers * (settings.database.pool_max + 1) + 8 + 10
+    assert int(primary["max_connections"]) > needed

@@ -33,8 +33,9 @@ from tests.deploy import (
     untrusted_proxy_addresses,
 )
 from tests.deploy import with_test_secrets as fill_secrets
+from tests.deploy.test_postgres_settings import CONF, parse_args, parse_conf, target_errors
 
-OVERLAYS = {"dev": "relay-dev", "prod": "relay-prod"}
+OVERLAYS = {"dev": "relay-dev", "prod": "relay-prod", "ha": "relay-ha"}
 OLDEST_SUPPORTED = "1.29"
 WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "PriorityClass"}
@@ -267,6 +268,8 @@ def _check_container(
             target = objects.get((kind, name))
             if target is None:
                 errors.append(f"{where}: {variable['name']} reads missing {kind} {name}")
+            elif reference[field].get("optional"):
+                continue  # the variable is simply not set when the key is absent
             elif key not in (_secret_keys(target) if kind == "Secret" else target.get("data", {})):
                 errors.append(f"{where}: {variable['name']} reads missing key {key} of {name}")
     ports = {p.get("name") for p in container.get("ports", [])} | {
@@ -454,6 +457,8 @@ def container_environment(docs: list[dict[str, Any]], container: dict[str, Any])
             env[variable["name"]] = variable["value"]
         elif "secretKeyRef" in variable.get("valueFrom", {}):
             ref = variable["valueFrom"]["secretKeyRef"]
+            if ref.get("optional") and ref["key"] not in objects[("Secret", ref["name"])]["data"]:
+                continue  # an optional key that is absent: the kubelet leaves the variable out
             env[variable["name"]] = secret_value(ref["name"], ref["key"])
         elif "configMapKeyRef" in variable.get("valueFrom", {}):
             ref = variable["valueFrom"]["configMapKeyRef"]
@@ -604,19 +609,27 @@ def urlhost(url: str) -> str | None:
 def test_the_secret_template_has_every_key_the_workloads_read(
     rendered: dict[str, list[dict[str, Any]]],
 ) -> None:
-    template = load_yaml_documents((K8S_DIR / "secret.template.yaml").read_text())[0]
+    text = (K8S_DIR / "secret.template.yaml").read_text()
+    template = load_yaml_documents(text)[0]
     assert schema_errors(template, OLDEST_SUPPORTED) == []
     assert set(template["stringData"].values()) == {""}, "the template holds a secret value"
     read: set[str] = set()
+    optional: set[str] = set()
     for docs in rendered.values():
         for _, pod in pod_templates(docs):
-            for container in pod["spec"]["containers"]:
+            for container in pod["spec"].get("initContainers", []) + pod["spec"]["containers"]:
                 for variable in container.get("env", []):
                     reference = variable.get("valueFrom", {}).get("secretKeyRef")
                     if reference:
                         assert reference["name"].startswith(template["metadata"]["name"])
-                        read.add(reference["key"])
+                        (optional if reference.get("optional") else read).add(reference["key"])
+    # Keys read only optionally (the relay's replicas and sentinel password) are used only
+    # when present, so the template shows them commented out, not as empty values.
+    optional -= read
     assert set(template["stringData"]) == read
+    assert optional == {"DATABASE_REPLICA_URLS"}
+    for key in optional:
+        assert f"\n  # {key}: " in text, f"the template does not show the optional key {key}"
 
 
 @pytest.mark.parametrize("overlay", overlay_params())
@@ -656,3 +669,284 @@ def test_metrics_are_only_on_the_private_port(
                 name = namespace.get("kubernetes.io/metadata.name", "?")
                 reachable.setdefault(name, set()).update(p["port"] for p in rule["ports"])
     assert reachable == {"ingress-nginx": {network.port}, "monitoring": {network.metrics_port}}
+
+
+# --- overlays/ha: read replica, Redis replica and sentinels -------------------------------------
+
+
+def pod_labels(docs: list[dict[str, Any]], name: str) -> dict[str, str]:
+    (workload,) = [d for d in docs if d["kind"] in WORKLOADS and d["metadata"]["name"] == name]
+    labels: dict[str, str] = workload["spec"]["template"]["metadata"]["labels"]
+    return labels
+
+
+def _peer_matches(peer: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+    """A NetworkPolicy peer against a pod of the same namespace. ipBlock peers are for
+    addresses outside the cluster (pod IPs are not matched by them reliably), and a
+    namespaceSelector other than {} names other namespaces."""
+    if "ipBlock" in peer:
+        return False
+    if peer.get("namespaceSelector", {}) != {}:
+        return False
+    return matches(peer.get("podSelector", {}), labels)
+
+
+def _rules_allow(rules: list[dict[str, Any]], key: str, peer: Mapping[str, str], port: int) -> bool:
+    for rule in rules:
+        peers = rule.get(key)
+        if peers is not None and not any(_peer_matches(p, peer) for p in peers):
+            continue
+        ports = rule.get("ports")
+        if ports is not None and not any(p.get("port") == port for p in ports):
+            continue
+        return True
+    return False
+
+
+def reachable(docs: list[dict[str, Any]], source: str, target: str, port: int) -> bool:
+    """Whether the NetworkPolicies let pods of workload `source` open a TCP connection to pods
+    of workload `target` on `port` (both in the overlay's namespace): the union of the
+    policies that select the source (egress) and of those that select the target (ingress)."""
+    src, dst = pod_labels(docs, source), pod_labels(docs, target)
+    policies = [d["spec"] for d in docs if d["kind"] == "NetworkPolicy"]
+    egress = [
+        p for p in policies if "Egress" in p["policyTypes"] and matches(p["podSelector"], src)
+    ]
+    ingress = [
+        p for p in policies if "Ingress" in p["policyTypes"] and matches(p["podSelector"], dst)
+    ]
+    return (
+        not egress or any(_rules_allow(p.get("egress", []), "to", dst, port) for p in egress)
+    ) and (
+        not ingress or any(_rules_allow(p.get("ingress", []), "from", src, port) for p in ingress)
+    )
+
+
+HA_FLOWS = [
+    ("relay", "postgres", 5432),
+    ("relay", "postgres-replica", 5432),
+    ("relay", "redis", 6379),
+    ("relay", "redis-replica", 6379),
+    ("relay", "redis-sentinel", 26379),
+    ("postgres-replica", "postgres", 5432),
+    ("redis-replica", "redis", 6379),
+    ("redis", "redis-replica", 6379),  # the first master, demoted after a failover
+    ("redis-sentinel", "redis", 6379),
+    ("redis-sentinel", "redis-replica", 6379),
+    ("redis-sentinel", "redis-sentinel", 26379),
+    ("redis", "redis-sentinel", 26379),
+    ("redis-replica", "redis-sentinel", 26379),
+    ("ledger", "postgres", 5432),
+]
+HA_DENIED = [
+    ("ledger", "redis-sentinel", 26379),
+    ("ledger", "postgres-replica", 5432),
+    ("relay-migrate", "postgres-replica", 5432),
+    ("redis-sentinel", "postgres", 5432),
+    ("postgres-replica", "redis", 6379),
+]
+
+
+def flow_errors(docs: list[dict[str, Any]]) -> list[str]:
+    errors = [f"{s} -> {t}:{p} is blocked" for s, t, p in HA_FLOWS if not reachable(docs, s, t, p)]
+    errors += [f"{s} -> {t}:{p} is open" for s, t, p in HA_DENIED if reachable(docs, s, t, p)]
+    return errors
+
+
+def test_ha_network_policies_allow_exactly_the_replication_and_sentinel_flows(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    assert flow_errors(rendered["ha"]) == []
+    # dev has no replica or sentinel pods, but the same relay flows to its datastores
+    dev = rendered["dev"]
+    assert reachable(dev, "relay", "postgres", 5432) and reachable(dev, "relay", "redis", 6379)
+    assert not reachable(dev, "ledger", "redis", 6379)
+
+
+@pytest.mark.parametrize("overlay", overlay_params())
+def test_relays_may_reach_sentinels_and_replicas_outside_the_cluster(
+    rendered: dict[str, list[dict[str, Any]]], overlay: str
+) -> None:
+    """Managed sentinels or reader endpoints (prod) are addresses, not pods: the relays' egress
+    has the ports for any address."""
+    relay = pod_labels(rendered[overlay], "relay")
+    ports: set[int] = set()
+    for policy in (d["spec"] for d in rendered[overlay] if d["kind"] == "NetworkPolicy"):
+        if "Egress" in policy["policyTypes"] and matches(policy["podSelector"], relay):
+            for rule in policy.get("egress", []):
+                if any(p.get("ipBlock", {}).get("cidr") == "0.0.0.0/0" for p in rule["to"]):
+                    ports |= {p["port"] for p in rule["ports"]}
+    assert {5432, 6379, 26379} <= ports
+
+
+def test_the_flow_check_catches_a_closed_port(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    docs = copy.deepcopy(rendered["ha"])
+    egress = find(docs, "NetworkPolicy", "allow-relay-egress")["spec"]["egress"][0]
+    egress["ports"] = [p for p in egress["ports"] if p["port"] != 26379]
+    find(docs, "NetworkPolicy", "allow-postgres-replication")["spec"]["ingress"][0]["ports"] = [
+        {"protocol": "TCP", "port": 5433}
+    ]
+    sentinel = find(docs, "NetworkPolicy", "allow-redis-sentinel")["spec"]["ingress"][0]
+    sentinel["from"][0]["podSelector"]["matchExpressions"][0]["values"].append("ledger")
+    # the ledger is let in by the sentinels now, but its own egress policy still stops it
+    assert flow_errors(docs) == [
+        "relay -> redis-sentinel:26379 is blocked",
+        "postgres-replica -> postgres:5432 is blocked",
+    ]
+
+
+def _container(docs: list[dict[str, Any]], name: str, index: int = 0) -> dict[str, Any]:
+    container: dict[str, Any] = find(docs, "StatefulSet", name)["spec"]["template"]["spec"][
+        "containers"
+    ][index]
+    return container
+
+
+def _sentinel_conf(script: str) -> list[list[str]]:
+    body = script.split("<<EOF\n", 1)[1].split("\nEOF\n", 1)[0]
+    return [line.split() for line in body.splitlines() if line.strip()]
+
+
+def test_ha_relays_use_the_replica_and_the_sentinels(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    docs = rendered["ha"]
+    env = relay_environment(docs)
+    settings = load_settings(env=env)  # every variable is a real setting (unknown keys fail)
+    # read replicas: one URL per replica pod, through the headless Service's pod names
+    replica_set = find(docs, "StatefulSet", "postgres-replica")
+    service = find(docs, "Service", "postgres-replica")
+    assert service["spec"]["clusterIP"] == "None"
+    assert replica_set["spec"]["serviceName"] == "postgres-replica"
+    assert matches(service["spec"]["selector"], pod_labels(docs, "postgres-replica"))
+    hosts = [urlsplit(url) for url in settings.database.replica_urls]
+    assert [u.hostname for u in hosts] == [
+        f"postgres-replica-{i}.postgres-replica" for i in range(replica_set["spec"]["replicas"])
+    ]
+    primary = urlsplit(settings.database.url)
+    for url in hosts:
+        assert url.port == service["spec"]["ports"][0]["port"] == 5432
+        assert (url.username, url.password, url.path) == (
+            primary.username,
+            primary.password,
+            primary.path,
+        )
+    # sentinels: every pod of the StatefulSet, on the port its container serves
+    sentinels = find(docs, "StatefulSet", "redis-sentinel")
+    count = sentinels["spec"]["replicas"]
+    assert count == 3
+    assert settings.redis.sentinels == [
+        f"redis-sentinel-{i}.redis-sentinel:26379" for i in range(count)
+    ]
+    sentinel_service = find(docs, "Service", "redis-sentinel")["spec"]
+    assert sentinel_service["clusterIP"] == "None" and sentinel_service["publishNotReadyAddresses"]
+    container = _container(docs, "redis-sentinel")
+    assert container["ports"][0]["containerPort"] == 26379
+    conf = _sentinel_conf(container["command"][2])
+    (monitor,) = [line for line in conf if line[:2] == ["sentinel", "monitor"]]
+    _, _, name, _, port, quorum = monitor
+    assert name == settings.redis.sentinel_service and port == "6379"
+    assert count // 2 < int(quorum) <= count
+    assert "master=redis" in container["command"][2]  # the first master: the Service `redis`
+    assert urlsplit(settings.redis.url).hostname == "redis"
+    sentinel_env = container_environment(docs, container)
+    assert ["requirepass", "$REDIS_SENTINEL_PASSWORD"] in conf
+    assert sentinel_env["REDIS_SENTINEL_PASSWORD"] == settings.redis.sentinel_password != ""
+    # auth-pass: the password the Redis servers require (REDIS_URL carries the same one)
+    assert ["sentinel", "auth-pass", name, "$REDIS_PASSWORD"] in conf
+    for workload in ("redis", "redis-replica", "redis-sentinel"):
+        env = {v["name"]: v for v in _container(docs, workload)["env"]}
+        assert env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]["key"] == "REDIS_PASSWORD"
+    assert conf.index(["sentinel", "resolve-hostnames", "yes"]) < conf.index(monitor)
+    # the Redis servers announce names the sentinels and relays can resolve
+    for workload, announced in (("redis", "redis"), ("redis-replica", "$(hostname).redis-replica")):
+        script = _container(docs, workload)["command"][2]
+        assert f'me="{announced}"' in script or f"me={announced}" in script, workload
+        assert '--replica-announce-ip "$me"' in script and "--masterauth" in script
+    assert find(docs, "Service", "redis-replica")["spec"]["clusterIP"] == "None"
+
+
+def test_ha_replica_streams_from_the_primary_service(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    docs = rendered["ha"]
+    replica_pod = find(docs, "StatefulSet", "postgres-replica")["spec"]["template"]["spec"]
+    (init,) = replica_pod["initContainers"]
+    server = replica_pod["containers"][0]
+    for container in (init, server):
+        env = {v["name"]: v for v in container["env"]}
+        conninfo = dict(item.split("=", 1) for item in env["PRIMARY_CONNINFO"]["value"].split())
+        # host = the primary's Service, which selects the primary's pods, on its port
+        primary_service = find(docs, "Service", conninfo["host"])
+        assert matches(primary_service["spec"]["selector"], pod_labels(docs, "postgres"))
+        assert int(conninfo["port"]) == primary_service["spec"]["ports"][0]["port"]
+        # user = the role the primary creates at initdb, password from the same Secret key
+        primary = _container(docs, "postgres")
+        primary_env = {v["name"]: v for v in primary["env"]}
+        assert conninfo["user"] == primary_env["POSTGRES_REPLICATION_USER"]["value"]
+        replica_ref = env["REPLICATION_PASSWORD"]["valueFrom"]["secretKeyRef"]
+        primary_ref = primary_env["POSTGRES_REPLICATION_PASSWORD"]["valueFrom"]["secretKeyRef"]
+        assert (replica_ref["name"], replica_ref["key"]) == (
+            primary_ref["name"],
+            primary_ref["key"],
+        )
+        assert not replica_ref.get("optional")  # the replica cannot copy without it
+        mounts = {m["mountPath"] for m in container["volumeMounts"]}
+        assert conninfo["passfile"].rsplit("/", 1)[0] in mounts
+        assert env["PGDATA"]["value"].startswith("/var/lib/postgresql/data/")
+    assert 'pg_basebackup --dbname="$PRIMARY_CONNINFO"' in init["args"][0]
+    assert "standby.signal" in init["args"][0]
+    # the server: the primary's settings file, sizing only, enough connections for a standby
+    args = parse_args(server["args"])
+    assert args.pop("primary_conninfo") == "$(PRIMARY_CONNINFO)"
+    assert target_errors("k8s postgres-replica", args, parse_conf(CONF.read_text()), True) == []
+    primary_args = parse_args(_container(docs, "postgres")["args"])
+    assert int(args["max_connections"]) >= int(primary_args["max_connections"])
+    config = {v["name"]: v for v in replica_pod["volumes"]}["config"]
+    assert config["configMap"]["name"] == "postgres-config"
+    # the primary runs postgres-initdb (postgres/init-replication.sh) at initdb
+    primary_pod = find(docs, "StatefulSet", "postgres")["spec"]["template"]["spec"]
+    mounts = {m["name"]: m["mountPath"] for m in primary_pod["containers"][0]["volumeMounts"]}
+    assert mounts["initdb"] == "/docker-entrypoint-initdb.d"
+    volumes = {v["name"]: v for v in primary_pod["volumes"]}
+    assert volumes["initdb"]["configMap"]["name"] == "postgres-initdb"
+
+
+def test_ha_datastores_allow_enough_connections(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    """Each worker holds its query pool on every server it reads from, plus one connection to
+    each server for the lag checks (docs/SCALING.md)."""
+    docs = rendered["ha"]
+    settings = load_settings(env=relay_environment(docs))
+    hpa = find(docs, "HorizontalPodAutoscaler", "relay")["spec"]
+    workers = hpa["maxReplicas"] * settings.network.workers
+    needed = workers * (settings.database.pool_max + 1) + 8 + 10
+    for name in ("postgres", "postgres-replica"):
+        args = parse_args(_container(docs, name)["args"])
+        assert int(args["max_connections"]) > needed, name
+
+
+def test_prod_reads_the_optional_replica_and_sentinel_keys_when_present(
+    k8s_copy: Path, tmp_path: Path
+) -> None:
+    """The commented optional lines of overlays/prod/secrets.env.example, uncommented as the
+    operator is told to, reach the relays as real settings; absent, nothing is set."""
+    copy_dir = shutil.copytree(k8s_copy, tmp_path / "k8s")
+    example = (copy_dir / "overlays" / "prod" / "secrets.env.example").read_text()
+    optional = [
+        line[2:] for line in example.splitlines() if line.startswith("# ") and "=" in line[:40]
+    ]
+    assert [line.split("=", 1)[0] for line in optional] == [
+        "DATABASE_REPLICA_URLS",
+        "REDIS_SENTINEL_PASSWORD",
+    ]
+    secrets = copy_dir / "overlays" / "prod" / "secrets.env"
+    lines = [line if line.split("=", 1)[1] else line + "x" * 32 for line in optional]
+    secrets.write_text(secrets.read_text() + "".join(f"{line}\n" for line in lines))
+    settings = load_settings(env=relay_environment(render(copy_dir / "overlays" / "prod")))
+    (url,) = settings.database.replica_urls
+    assert urlsplit(url).hostname == "your-reader.example.com" and "sslmode=require" in url
+    assert settings.redis.sentinel_password == "x" * 32
+    plain = load_settings(env=relay_environment(render(k8s_copy / "overlays" / "prod")))
+    assert plain.database.replica_urls == [] and plain.redis.sentinel_password == ""

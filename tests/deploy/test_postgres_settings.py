@@ -15,7 +15,15 @@ from typing import Any
 
 import pytest
 
-from tests.deploy import AKASH_SDL, COMPOSE_FILE, K8S_DIR, ROOT, load_yaml, load_yaml_documents
+from tests.deploy import (
+    AKASH_HA_SDL,
+    AKASH_SDL,
+    COMPOSE_FILE,
+    K8S_DIR,
+    ROOT,
+    load_yaml,
+    load_yaml_documents,
+)
 
 CONF = ROOT / "postgres" / "relay.conf"
 DEPLOY_DOC = ROOT / "docs" / "DEPLOY.md"
@@ -130,11 +138,37 @@ def test_k8s_configmap_is_the_file_and_the_statefulset_passes_only_sizing(
     assert mounts.get("config") == str(Path(MOUNTED).parent)
 
 
-def test_akash_repeats_every_file_setting_with_the_same_value(conf: dict[str, str]) -> None:
-    args = parse_args(load_yaml(AKASH_SDL)["services"]["postgres"]["args"])
+@pytest.mark.parametrize(
+    ("sdl", "service"),
+    [
+        (AKASH_SDL, "postgres"),
+        (AKASH_HA_SDL, "postgres"),
+        (AKASH_HA_SDL, "postgres-replica"),
+    ],
+    ids=["deploy.yaml", "deploy-ha.yaml", "deploy-ha.yaml replica"],
+)
+def test_akash_repeats_every_file_setting_with_the_same_value(
+    conf: dict[str, str], sdl: Path, service: str
+) -> None:
+    args = parse_args(load_yaml(sdl)["services"][service]["args"])
     shared = {k: v for k, v in args.items() if k not in SIZING}
     expected = {k: v for k, v in conf.items() if k not in IMAGE_DEFAULTS}
     assert shared == expected
+
+
+def test_compose_runs_the_replica_from_the_same_file(conf: dict[str, str]) -> None:
+    replica = load_yaml(COMPOSE_FILE)["services"]["postgres-replica"]
+    assert f"./postgres/relay.conf:{MOUNTED}:ro" in replica["volumes"]
+    assert target_errors("compose replica", parse_args(replica["command"]), conf, True) == []
+
+
+def test_the_k8s_initdb_configmap_is_the_replication_script() -> None:
+    script = (ROOT / "postgres" / "init-replication.sh").read_text()
+    for doc in load_yaml_documents(K8S_POSTGRES.read_text()):
+        if doc["kind"] == "ConfigMap" and doc["metadata"]["name"] == "postgres-initdb":
+            assert doc["data"] == {"10-replication.sh": script}
+            return
+    raise AssertionError("no ConfigMap postgres-initdb in k8s/datastores/postgres.yaml")
 
 
 def test_the_docs_table_shows_the_file(conf: dict[str, str]) -> None:

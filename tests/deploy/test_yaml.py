@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.deploy import AKASH_SDL, COMPOSE_FILE, K8S_DIR, ROOT, load_yaml_documents
+from tests.deploy import AKASH_HA_SDL, AKASH_SDL, COMPOSE_FILE, K8S_DIR, ROOT, load_yaml_documents
 
 
 def deployment_yaml_files() -> list[Path]:
     files = sorted(K8S_DIR.rglob("*.yaml")) + sorted(K8S_DIR.rglob("*.yml"))
-    return [COMPOSE_FILE, AKASH_SDL, *files]
+    return [COMPOSE_FILE, AKASH_SDL, AKASH_HA_SDL, *files]
 
 
 def test_the_artefacts_exist() -> None:
@@ -24,11 +24,15 @@ def test_the_artefacts_exist() -> None:
         "docker-compose.cluster.yml",
         "nginx/compose.conf",
         "akash/deploy.yaml",
+        "akash/deploy-ha.yaml",
+        "postgres/relay.conf",
+        "postgres/init-replication.sh",
         "docs/DEPLOY.md",
         "k8s/base/kustomization.yaml",
         "k8s/datastores/kustomization.yaml",
         "k8s/overlays/dev/kustomization.yaml",
         "k8s/overlays/prod/kustomization.yaml",
+        "k8s/overlays/ha/kustomization.yaml",
     ):
         assert (ROOT / path).is_file(), f"{path} is missing"
     assert len(deployment_yaml_files()) > 10
