@@ -35,7 +35,9 @@ from pathlib import Path
 import msgspec
 
 from cluster.services.shape import choose_shape, usable_cores
+from loadtest import bench_counts
 from loadtest.abuse import AbuseResult
+from loadtest.bench_features import FeaturesPlan, run_features
 from loadtest.errors import LoadTestError
 from loadtest.files import DEFAULT_PAID_KIND
 from loadtest.launch import PAID_PRICE, BenchCluster, free_port, rate_limit_overrides
@@ -92,6 +94,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--from-results", help="only re-render the report and plot from a raw results file"
     )
+    features = parser.add_mutually_exclusive_group()
+    features.add_argument(
+        "--skip-features",
+        action="store_true",
+        help="leave out the sync, search, counts and import section",
+    )
+    features.add_argument("--only-features", action="store_true",
+                          help="only that section (no cluster); mind --output")  # fmt: skip
     return parser
 
 
@@ -175,10 +185,40 @@ def run_abuse(plan: Plan, work: Path) -> AbuseResult | None:
         return None
 
 
+def only_features(args: argparse.Namespace, command: str) -> int:
+    """`--only-features`: the sync, search, counts and import section alone, written as a
+    report of its own to --output (loadtest.bench_features; no cluster is started)."""
+    started = time.monotonic()
+    work = Path(tempfile.mkdtemp(prefix="relay-bench-features-"))
+    results = BenchResults(notes=list(args.note), cluster="none (--only-features)")
+    try:
+        target = Target(url="ws://127.0.0.1", database_url=bench_counts.SERVER,
+                        redis_url=bench_counts.REDIS)  # fmt: skip
+        results.machine_info = machine_info(target)
+        results.features = run_features(work / "features", features_plan(args))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    results.elapsed_s = round(time.monotonic() - started, 1)
+    results.command = command
+    results.finished_at = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    default = Path(tempfile.gettempdir()) / f"relay-bench-features-{stamp}.json"
+    write_outputs(args, results, Path(args.results_json) if args.results_json else default)
+    return 1 if results.features.failures else 0
+
+
+def features_plan(args: argparse.Namespace) -> FeaturesPlan:
+    return FeaturesPlan.quick() if args.quick else FeaturesPlan()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.from_results:
         return rerender(args)
+    given = list(sys.argv[1:] if argv is None else argv)
+    command = "python -m loadtest.bench" + (" " + shlex.join(given) if given else "")
+    if args.only_features:
+        return only_features(args, command)
     plan = plan_from(args)
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     unknown = skip - set(SCENARIOS)
@@ -197,8 +237,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     temp_dir: Path | None = None
     cluster: BenchCluster | None = None
-    given = list(sys.argv[1:] if argv is None else argv)
-    command = "python -m loadtest.bench" + (" " + shlex.join(given) if given else "")
     if args.url:
         work = Path(tempfile.mkdtemp(prefix="relay-bench-"))
         temp_dir = None if args.keep_data else work
@@ -245,6 +283,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "abuse" not in skip and not args.url and results.failed is None:
         log("abuse: a legitimate client with and without attackers beside it (loadtest.abuse)")
         results.abuse = run_abuse(plan, work)
+    if not args.skip_features and results.failed is None:
+        # After every cluster has stopped: these measurements want the machine to themselves.
+        log("features: negentropy, COUNT and search, import (loadtest.bench_features)")
+        results.features = run_features(work / "features", features_plan(args))
     results.elapsed_s = round(time.monotonic() - started, 1)
     results.command = command
     results.finished_at = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")

@@ -335,6 +335,7 @@ REPRODUCE = [
     "make bench                                   # = .venv/bin/python -m loadtest.bench",
     ".venv/bin/python -m loadtest.bench --quick   # smoke run, about a minute",
     ".venv/bin/python -m loadtest.bench --fill 200000 --skip broadcast,locust",
+    ".venv/bin/python -m loadtest.bench --only-features --output /tmp/F.md  # that section alone",
     "```",
     "",
     "Raw results (every percentile, error and memory sample) go to `results.json` in the "

@@ -86,6 +86,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     from cluster.tools.jsonl import import_events
 
     settings = load_with_database(args)
+    # NIP-62 requests naming this relay are applied, as the relay applies them.
+    our_urls = [settings.relay_url]
     started = time.monotonic()
     live = sys.stderr.isatty()  # a progress bar on a terminal; a line per 10,000 otherwise
     shown = [0]
@@ -100,7 +102,14 @@ def cmd_import(args: argparse.Namespace) -> int:
         print(f"\r{line}" if live else line, end="" if live else "\n", file=sys.stderr)
 
     outcomes = asyncio.run(
-        import_events(settings.database, args.source, args.batch, progress=progress)
+        import_events(
+            settings.database,
+            args.source,
+            args.batch,
+            progress=progress,
+            our_urls=our_urls,
+            processes=args.processes,
+        )
     )
     if live:
         print(file=sys.stderr)
@@ -149,5 +158,8 @@ def add_jsonl_commands(commands: Any) -> None:
     importing.add_argument(
         "source", nargs="?", default="-", help="file (*.gz compressed), or - / nothing: stdin"
     )
-    importing.add_argument("--batch", type=int, default=500, help="events per transaction")
+    importing.add_argument("--batch", type=int, default=1000, help="events per transaction")
+    importing.add_argument(
+        "--processes", type=int, default=0, help="verifying processes (default: one per core)"
+    )
     importing.set_defaults(func=cmd_import)

@@ -111,6 +111,7 @@ class Connection:
         self.peak_bytes = 0
         self.rows_fetched = 0
         self._closing = False
+        self._condemned = False  # to be closed: nothing more it sends is acted on
         # EVENTs in flight at once on this connection, and the line that keeps their order.
         self.inflight = asyncio.Semaphore(context.settings.limits.max_inflight_events)
         self.line = Line()
@@ -127,6 +128,12 @@ class Connection:
     @property
     def closing(self) -> bool:
         return self._closing
+
+    def condemn(self) -> None:
+        """The connection will be closed once its last answers are out: what it sends
+        meanwhile is read and dropped. Without this, a client sending as fast as it is answered
+        had every message of the flush's moment answered, instead of none."""
+        self._condemned = True
 
     def send(self, data: bytes) -> None:
         """Queue an answer to this client's own request (ordered with everything else)."""
@@ -305,7 +312,7 @@ class Connection:
             if msg.type == WSMsgType.ERROR:
                 self.close_reason = f"protocol error: {ws.exception()}"
                 break
-            if msg.type not in DATA_TYPES:
+            if msg.type not in DATA_TYPES or self._condemned:
                 continue
             command = decode_client_message(msg.data, self.context.limits)
             if isinstance(command, REFUSALS):

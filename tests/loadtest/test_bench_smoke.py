@@ -167,7 +167,8 @@ def test_bench_quick_writes_report_and_plot(
          "--database-url", database_url, "--ledger-url", ledger.url,
          "--ledger-token", ledger.token, "--paid-kind", str(PAID_KIND), "--paid-price",
          str(PRICE), "--fill", "500", "--connections", "20", "--sub-connections", "20",
-         "--skip", "broadcast,locust,profile", "--output", str(report), "--plot", str(plot),
+         "--skip", "broadcast,locust,profile", "--skip-features",  # test_bench_features.py
+         "--output", str(report), "--plot", str(plot),
          "--results-json", str(raw)],
         cwd=REPO, capture_output=True, text=True, timeout=110, check=False,
         env={**os.environ, METRICS_TOKEN_ENV: METRICS_TOKEN},

@@ -111,6 +111,7 @@ async def process(connection: Connection, event: Event, place: Place) -> None:
     if rejection is not None:
         connection.refuse_event(event.id, rejection)  # 7
         if await context.access.note_invalid(connection.access):
+            connection.condemn()
             await connection.flush(1.0)  # the client reads its last OK, then the close
             connection.abort(WSCloseCode.POLICY_VIOLATION, TOO_MANY_INVALID)
         return
