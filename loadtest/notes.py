@@ -80,6 +80,13 @@ def cache_notes(results: BenchResults, plan: Plan) -> list[str]:
 
 def interpretation_notes(results: BenchResults, plan: Plan) -> list[str]:
     notes = [*plan_notes(results), *cache_notes(results, plan)]
+    if results.accept is not None or results.sweep is not None:
+        notes.append(
+            "Publishing: the generator's send loop wakes at most once per millisecond and sends "
+            "every event due by then (loadtest/schedule.py); each event's latency still runs "
+            "from its own scheduled time, so a send up to a millisecond late counts against "
+            "the relay, never for it."
+        )
     if results.delivery is not None:
         notes.append(
             f"Delivery: {plan.delivery_subscribers:,} subscribers in groups of "

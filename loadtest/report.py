@@ -47,8 +47,9 @@ def header(results: BenchResults, machine: MachineInfo, command: str) -> Lines:
         "Latencies in milliseconds. End-to-end figures are measured by the client from the "
         "moment each message was *due* (open loop: no coordinated omission), through nginx.",
         "",
-        "| Target | Scenario | p50 / p95 / p99 (ms) | Achieved | Goal | Result | Tool |",
-        "|---|---|---|---|---|---|---|",
+        "| Target | Scenario | p50 / p95 / p99 (ms) | Achieved | Goal | Result | p95 / limit"
+        " | Tool |",
+        "|---|---|---|---|---|---|---|---|",
         *("| " + " | ".join(row) + " |" for row in results_rows(results)),
         "",
     ]

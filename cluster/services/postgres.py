@@ -155,6 +155,33 @@ class PostgresServer(ChildServer):
             return None, None, None
         return user.pw_uid, user.pw_gid, []
 
+    def _run_tool(
+        self,
+        command: list[str],
+        output: IO[bytes],
+        user: pwd.struct_passwd | None,
+        deadline: float,
+        what: str,
+    ) -> subprocess.CompletedProcess[bytes]:
+        """Run a PostgreSQL tool (initdb, pg_basebackup) in the data dir as the service user,
+        its output into `output`, bounded by `deadline` (a TimeoutError names the log)."""
+        uid, gid, groups = self._run_as(user)
+        try:
+            return subprocess.run(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                cwd=self.data_dir,
+                timeout=max(1.0, deadline - time.monotonic()),
+                check=False,
+                user=uid,
+                group=gid,
+                extra_groups=groups,
+            )
+        except subprocess.TimeoutExpired:
+            raise TimeoutError(f"{what} did not finish; see {self.log_path}") from None
+
     def _initdb(self, bin_dir: Path, user: pwd.struct_passwd | None, deadline: float) -> None:
         """Create the cluster; C locale so it works in minimal containers without locales."""
         assert self._output is not None
@@ -168,22 +195,7 @@ class PostgresServer(ChildServer):
             "--encoding=UTF8",
             "--locale=C",
         ]
-        uid, gid, groups = self._run_as(user)
-        try:
-            result = subprocess.run(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=self._output,
-                stderr=subprocess.STDOUT,
-                cwd=self.data_dir,
-                timeout=max(1.0, deadline - time.monotonic()),
-                check=False,
-                user=uid,
-                group=gid,
-                extra_groups=groups,
-            )
-        except subprocess.TimeoutExpired:
-            raise TimeoutError(f"initdb did not finish; see {self.log_path}") from None
+        result = self._run_tool(cmd, self._output, user, deadline, "initdb")
         if result.returncode != 0:
             self._output.flush()
             raise RuntimeError(

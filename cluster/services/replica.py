@@ -14,7 +14,6 @@ removed) is copied afresh.
 from __future__ import annotations
 
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
@@ -116,23 +115,8 @@ class StandbyServer(PostgresServer):
             *("-U", "postgres", "-D", str(self.data_dir)),
             *("--wal-method=stream", "--checkpoint=fast", "--no-password"),
         ]
-        uid, gid, groups = self._run_as(user)
         with self.log_path.open("ab") as output:
-            try:
-                result = subprocess.run(
-                    command,
-                    stdin=subprocess.DEVNULL,
-                    stdout=output,
-                    stderr=subprocess.STDOUT,
-                    cwd=self.data_dir,
-                    timeout=max(1.0, deadline - time.monotonic()),
-                    check=False,
-                    user=uid,
-                    group=gid,
-                    extra_groups=groups,
-                )
-            except subprocess.TimeoutExpired:
-                raise TimeoutError(f"pg_basebackup did not finish; see {self.log_path}") from None
+            result = self._run_tool(command, output, user, deadline, "pg_basebackup")
         if result.returncode != 0:
             raise RuntimeError(
                 f"pg_basebackup from port {self.primary.port} failed with exit code "
