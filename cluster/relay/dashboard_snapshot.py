@@ -173,7 +173,12 @@ class SnapshotTaker:
         self.started = time.time()
         self.postgres = "ok"
         self._last: tuple[float, dict[str, float], dict[str, float]] | None = None
-        self._history: deque[tuple[float, dict[str, LatencyWindow]]] = deque()
+        # Starts from nothing observed, so a worker younger than WINDOW shows everything since
+        # it started: a first snapshot taken after the first queries hid them from the window.
+        empty = {name: LatencyWindow([], [], 0.0, 0.0) for name in TARGETS}
+        self._history: deque[tuple[float, dict[str, LatencyWindow]]] = deque(
+            [(self.started, empty)]
+        )
 
     @property
     def worker(self) -> str:
