@@ -65,6 +65,12 @@ class RelayContext:
     shutting_down: bool = False
     _nip11: tuple[PriceTable, object, bytes] | None = None
 
+    @property
+    def reads_on_replicas(self) -> bool:
+        """Whether reads may go to replicas, so a connection's writes must be tracked for its
+        reads (cluster/relay/freshness.py); without replicas that bookkeeping is skipped."""
+        return bool(self.store.reads.replicas)
+
     def nip11_document(self) -> bytes:
         """NIP-11 is static except for prices and the operator's NIP-86 changes (name,
         description, icon); rebuilt only when the price table or the moderation state changed."""

@@ -6,7 +6,8 @@ replica that had replayed a primary WAL position sampled after that moment
 (cluster/store/replicas.py), else the primary. Every event that was OK'd committed before its
 OK, so the next REQ sees it, and a connection that never wrote reads any usable replica.
 
-Two marks per connection, kept here (weakly, so a closed connection leaves nothing behind)
+Two marks per connection, only while reads may go to replicas (`RelayContext.reads_on_replicas`),
+kept here (weakly, so a closed connection leaves nothing behind)
 rather than on the Connection:
 - `event_sent`, when an EVENT is dispatched (cluster/relay/websocket.py);
 - `event_answered`, when its OK has been sent (the EVENT verb calls it after answering).

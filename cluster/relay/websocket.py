@@ -48,7 +48,8 @@ from cluster.relay.verbs.req import handle_req
 async def dispatch(connection: Connection, command: Command) -> None:
     match command:
         case EventCommand():
-            freshness.event_sent(connection)  # read-your-writes with replicas
+            if connection.context.reads_on_replicas:
+                freshness.event_sent(connection)  # read-your-writes
             await handle_event(connection, command)
         case ReqCommand():
             await handle_req(connection, command)

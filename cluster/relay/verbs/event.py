@@ -94,7 +94,8 @@ async def _run(connection: Connection, event: Event, place: Place) -> None:
         log.exception("EVENT handling failed")
         connection.ok(event.id, False, INTERNAL_ERROR)
     finally:
-        freshness.event_answered(connection)  # read-your-writes with replicas
+        if connection.context.reads_on_replicas:
+            freshness.event_answered(connection)  # read-your-writes
         place.done()
         connection.inflight.release()
 
