@@ -35,7 +35,7 @@ from pathlib import Path
 import msgspec
 
 from cluster.services.shape import choose_shape, usable_cores
-from loadtest import bench_counts
+from loadtest import bench_counts, bench_services
 from loadtest.abuse import AbuseResult
 from loadtest.bench_features import FeaturesPlan, run_features
 from loadtest.errors import LoadTestError
@@ -193,7 +193,7 @@ def only_features(args: argparse.Namespace, command: str) -> int:
     results = BenchResults(notes=list(args.note), cluster="none (--only-features)")
     try:
         target = Target(url="ws://127.0.0.1", database_url=bench_counts.SERVER,
-                        redis_url=bench_counts.REDIS)  # fmt: skip
+                        redis_url=bench_services.REDIS)  # fmt: skip
         results.machine_info = machine_info(target)
         results.features = run_features(work / "features", features_plan(args))
     finally:

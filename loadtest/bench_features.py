@@ -12,8 +12,9 @@ minutes and not a second cluster:
 - `relay-cluster import` of a signed JSON-lines file (loadtest/signed_jsonl.py) into an empty
   migrated database: the command itself, timed from outside, then again (every line a
   duplicate: what an idempotent re-run costs).
-Databases are throwaway ones on the machine's PostgreSQL (BENCH_PG, as bench_counts uses), or
-on a PostgreSQL started for the section when none answers; the same for Redis.
+Databases are throwaway ones on a PostgreSQL started for the section and tuned as `up` tunes
+the cluster's (loadtest/bench_services.py; BENCH_PG names another); Redis is the machine's
+when it answers, else one of our own.
 """
 
 from __future__ import annotations
@@ -26,18 +27,15 @@ import resource
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
 import psycopg
-import redis
 
-from cluster.services.ports import free_port
-from cluster.services.postgres import PostgresServer
-from cluster.services.redis import RedisServer
 from cluster.store.migrations import apply_migrations
 from loadtest import bench_counts, bench_negentropy
+from loadtest.bench_services import bench_services
 from loadtest.progress import log
 from loadtest.signed_jsonl import write_signed_jsonl
 
@@ -213,33 +211,6 @@ def throwaway_database(server: str, stem: str) -> Iterator[str]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'.encode())
 
 
-def _answers(check: Callable[[], object]) -> bool:
-    try:
-        check()
-        return True
-    except Exception:  # any failure to reach it: start our own instead
-        return False
-
-
-@contextlib.contextmanager
-def services(work: Path) -> Iterator[tuple[str, str]]:
-    """(PostgreSQL server URL, Redis URL): the machine's when they answer, else our own."""
-    with contextlib.ExitStack() as stack:
-        server = bench_counts.SERVER
-        if not _answers(lambda: psycopg.connect(server, connect_timeout=3).close()):
-            postgres = PostgresServer(work / "features-pg", free_port())
-            postgres.start(timeout=120)
-            stack.callback(postgres.stop)
-            server = postgres.url("postgres")
-        redis_url = bench_counts.REDIS
-        if not _answers(lambda: redis.Redis.from_url(redis_url, socket_timeout=2).ping()):
-            own = RedisServer(free_port(), work / "features-redis")
-            own.start()
-            stack.callback(own.stop)
-            redis_url = own.url()
-        yield server, redis_url
-
-
 def run_features(work: Path, plan: FeaturesPlan) -> FeaturesResult:
     """Every measurement; one that fails is named in `failures`, the others still run."""
     started = time.monotonic()
@@ -250,7 +221,7 @@ def run_features(work: Path, plan: FeaturesPlan) -> FeaturesResult:
         result.negentropy = run_negentropy(plan)
     except (AssertionError, MemoryError) as exc:
         result.failures.append(f"negentropy: {exc}")
-    with services(work) as (server, redis_url):
+    with bench_services(work) as (server, redis_url):
         log(f"features: import of {plan.import_events:,} signed events")
         try:
             result.imported = run_import(server, work, plan)

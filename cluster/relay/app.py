@@ -183,22 +183,32 @@ async def _archive_runner(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _search_index_cleaner(app: web.Application) -> AsyncIterator[None]:
-    """search.enabled: build NIP-50's index if it is missing (cluster/store/search.py), then
-    empty its pending list in the background every second, so no EVENT's commit has to."""
+    """search.enabled: make the stored search documents and their index follow search.config
+    (cluster/store/search.py; one worker does it, writes going on meanwhile), then empty the
+    index's pending list in the background every second, so no EVENT's commit has to. Off: a
+    warning if writes still pay for documents (turning them off is the operator's command: a
+    relay of the same database may have search on, docs/SEARCH-AND-COUNT.md)."""
     context = app[CONTEXT_KEY]
     store = context.store
     settings = context.settings
     if not settings.search.enabled:
-        yield  # no index, nothing to build or clean (search filters are refused)
+        try:
+            if await search.documents_trigger_config(settings.database.url) is not None:
+                log.warning(
+                    "search is off but stored events still get search documents (another"
+                    " relay of this database has search on?); if none does, stop it with"
+                    " `python -m cluster.store.search --off`"
+                )
+        except Exception as exc:  # only a warning was at stake
+            log.warning("could not check for search documents: %s", exc)
+        yield  # search filters are refused
         return
 
     async def clean_forever() -> None:
-        try:  # the first worker to get here builds the index; writes go on meanwhile
-            await search.rebuild_search_index(
-                settings.database.url, settings.search.config, only_if_missing=True
-            )
+        try:  # the first worker to get here builds the documents; writes go on meanwhile
+            await search.ensure_search_documents(settings.database.url, settings.search.config)
         except Exception as exc:
-            log.error("could not build the search index: %s (searches stay slow)", exc)
+            log.error("could not build the search documents: %s (searches miss them)", exc)
         while True:
             await asyncio.sleep(search.CLEAN_INTERVAL)
             try:

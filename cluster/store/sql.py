@@ -13,8 +13,8 @@ Access paths, by what a filter names (first match wins):
   themselves); several values scan one after another;
 - otherwise: one scan of events in time order.
 A NIP-50 `search` filter goes to cluster/store/search.py instead: its matches come from the
-full-text GIN index (or whichever index the planner finds better for its other fields), the
-newest hundred of them (the last day first) ranked by relevance.
+stored documents (the GIN index for a rare word, the time index for a common one, an author's
+own index for an author's events), the newest hundred of them ranked by relevance.
 
 The archive tier (cluster/store/archive.py): a filter that can reach archived events (its kinds
 and `since`, `ArchiveScope.reaches`) runs its plan on both tiers, `events`/`event_tags` and
@@ -167,7 +167,7 @@ def filter_select(
     (of `tables`' tier; search reads the live tier only)."""
     if flt.search is not None:
         where, params = filter_conditions(flt, now, search_config=search_config)
-        return search_select(flt, now, where, params, columns, search_config)
+        return search_select(flt, where, params, columns, search_config)
     driver = tag_driver(flt)
     if driver is not None:
         where, params = filter_conditions(flt, now)

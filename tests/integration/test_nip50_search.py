@@ -1,6 +1,6 @@
 """NIP-50 search through a real relay: matching combined with other fields, relevance order,
-limits, ignored extensions, live events, COUNT, and a text search configuration that differs
-from the index's."""
+limits, ignored extensions, live events, COUNT; the stored documents: built for events stored
+before search was enabled, resumed, recomputed for another text search configuration."""
 
 from __future__ import annotations
 
@@ -8,13 +8,21 @@ import asyncio
 import os
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import psycopg
 import pytest
 
+from cluster.nostr.event import encode_event
 from cluster.nostr.signing import Signer
-from cluster.store.search import INDEX_NAME, RECENT_WINDOW, index_config, rebuild_search_index
+from cluster.store.search import (
+    INDEX_NAME,
+    SearchState,
+    ensure_search_documents,
+    search_state,
+    stop_search_documents,
+)
 from tests.client import connect
 from tests.services import RelayProcess, RelayStarter, migrated_database
 
@@ -29,14 +37,18 @@ async def search_relay(
     try:
         # autocommit: an open transaction would hold CREATE INDEX CONCURRENTLY back
         async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
-            for _ in range(400):
-                if await index_config(conn) is not None:
-                    break
-                await asyncio.sleep(0.05)
-            assert await index_config(conn) == "simple", "the relay did not build its index"
+            await wait_until_ready(conn, "simple")
         yield relay
     finally:
         starter.stop_all()
+
+
+async def wait_until_ready(conn: psycopg.AsyncConnection[Any], config: str) -> None:
+    for _ in range(400):
+        if await search_state(conn) == SearchState(config, True):
+            return
+        await asyncio.sleep(0.05)
+    assert await search_state(conn) == SearchState(config, True), "no search documents"
 
 
 def word() -> str:
@@ -128,14 +140,25 @@ async def test_nip11_lists_45_and_50(search_relay: RelayProcess) -> None:
     assert {45, 50} <= set(document["supported_nips"])
 
 
-async def test_a_configuration_the_index_was_not_built_for_still_answers_right(
-    start_relay: RelayStarter, search_relay: RelayProcess
+@pytest.fixture
+async def own_database(postgres_server_url: str) -> AsyncIterator[str]:
+    async with migrated_database(postgres_server_url, "relay_nip50") as url:
+        yield url
+
+
+async def test_a_stemming_configuration_matches_inflections(
+    start_relay: RelayStarter, own_database: str
 ) -> None:
-    """search.config = english on the session database, whose index is built for 'simple':
-    the relay matches with 'english' on both sides (stemmed), without the index."""
+    """search.config = english (on a database of its own: the stored documents follow the
+    configuration of the relay that built them): "running" finds "runs"."""
     english = start_relay.start(
-        workers=1, RELAY_SEARCH__ENABLED="true", RELAY_SEARCH__CONFIG="english"
+        workers=1,
+        DATABASE_URL=own_database,
+        RELAY_SEARCH__ENABLED="true",
+        RELAY_SEARCH__CONFIG="english",
     )
+    async with await psycopg.AsyncConnection.connect(own_database, autocommit=True) as conn:
+        await wait_until_ready(conn, "english")
     w = word()
     runs = Signer().sign(1, f"{w} runs every morning")
     async with connect(english.url) as client:
@@ -145,46 +168,94 @@ async def test_a_configuration_the_index_was_not_built_for_still_answers_right(
         assert await client.query("e2", {"search": f"{w} walking"}) == []
 
 
-@pytest.fixture
-async def own_database(postgres_server_url: str) -> AsyncIterator[str]:
-    async with migrated_database(postgres_server_url, "relay_nip50") as url:
-        yield url
+async def stored_document(conn: psycopg.AsyncConnection[Any], event_id: str) -> str | None:
+    cursor = await conn.execute(
+        "SELECT search_doc::text FROM events WHERE id = %s", (bytes.fromhex(event_id),)
+    )
+    row = await cursor.fetchone()
+    assert row is not None
+    return None if row[0] is None else str(row[0])
 
 
-async def test_rebuild_builds_the_index_for_the_configured_configuration(
-    own_database: str,
+async def test_documents_follow_search_being_enabled_changed_and_turned_off(
+    start_relay: RelayStarter, own_database: str
 ) -> None:
+    """Events stored while search is off get their document when it is enabled (the backfill);
+    a configuration change recomputes them; --off stops new ones; enabling again catches up."""
+    plain = start_relay.start(workers=1, DATABASE_URL=own_database)
+    signer = Signer()
+    before = [signer.sign(1, f"stored before search, runs {n}") for n in range(5)]
+    reaction = signer.sign(7, "runs")
+    async with connect(plain.url) as client:
+        for event in [*before, reaction]:
+            assert (await client.publish(event))[2] is True
     async with await psycopg.AsyncConnection.connect(own_database, autocommit=True) as conn:
-        assert await index_config(conn) is None  # migrations make no index: search is opt-in
-        assert await rebuild_search_index(own_database, "simple", only_if_missing=True) is True
-        assert await index_config(conn) == "simple"
-        assert await rebuild_search_index(own_database, "english", only_if_missing=True) is False
-        assert await rebuild_search_index(own_database, "english") is True
-        assert await index_config(conn) == "english"
-        assert await rebuild_search_index(own_database, "english") is False
-        cursor = await conn.execute(
-            "SELECT c.relname, i.indisvalid, pg_get_indexdef(i.indexrelid) FROM pg_index i"
-            " JOIN pg_class c ON c.oid = i.indexrelid"
-            " WHERE i.indrelid = 'events'::regclass AND pg_get_indexdef(i.indexrelid) LIKE %s",
-            ("%to_tsvector%",),
+        assert await search_state(conn) is None  # migrations alone build nothing: opt-in
+        assert await stored_document(conn, before[0].id) is None
+        assert await ensure_search_documents(own_database, "simple") is True
+        assert await search_state(conn) == SearchState("simple", True)
+        assert await stored_document(conn, before[0].id) == (
+            "'0':5 'before':2 'runs':4 'search':3 'stored':1"
         )
-        rows = await cursor.fetchall()
-        assert len(rows) == 1, rows  # the 'simple' index is gone, the new one took its name
-        name, valid, definition = rows[0]
-        assert (name, valid) == (INDEX_NAME, True)
-        assert "to_tsvector('english'::regconfig" in definition
+        assert await stored_document(conn, reaction.id) is None  # not a searchable kind
+        assert await ensure_search_documents(own_database, "simple") is False  # nothing to do
+        cursor = await conn.execute(
+            "SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(%s)", (INDEX_NAME,)
+        )
+        assert await cursor.fetchone() == (True,)
+        # Another configuration: every stored document is recomputed (stemmed).
+        assert await ensure_search_documents(own_database, "english") is True
+        assert await stored_document(conn, before[0].id) == "'0':5 'run':4 'search':3 'store':1"
+        # Off: new events get no document; on again: only they are written.
+        assert await stop_search_documents(own_database) is True
+        assert await stop_search_documents(own_database) is False
+        async with connect(plain.url) as client:
+            later = signer.sign(1, "stored while search was off")
+            assert (await client.publish(later))[2] is True
+        assert await stored_document(conn, later.id) is None
+        assert await search_state(conn) == SearchState("english", False)
+        assert await ensure_search_documents(own_database, "english") is True
+        assert await stored_document(conn, later.id) == "'search':3 'store':1"
         with pytest.raises(psycopg.Error):
-            await rebuild_search_index(own_database, "no_such_config")
+            await ensure_search_documents(own_database, "no_such_config")
 
 
-async def test_matches_older_than_the_recent_window_are_found_too(
-    search_relay: RelayProcess,
-) -> None:
-    """Candidates come from the last RECENT_WINDOW seconds first, then from before."""
+async def test_a_stopped_backfill_resumes_from_its_cursor(own_database: str) -> None:
+    """search_state's cursor: a backfill that stopped midway (a worker killed) leaves the
+    newer events done, and the next one does only the older ones."""
+    signer = Signer()
+    now = int(time.time())
+    events = [signer.sign(1, f"note number {n}", created_at=now - n) for n in range(6)]
+    async with await psycopg.AsyncConnection.connect(own_database, autocommit=True) as conn:
+        for event in events:
+            await conn.execute(
+                "INSERT INTO events (id, pubkey, created_at, kind, raw) VALUES (%s, %s, %s, 1, %s)",
+                (bytes.fromhex(event.id), bytes.fromhex(event.pubkey), event.created_at,
+                 encode_event(event).decode()),
+            )  # fmt: skip
+        # As a backfill leaves it after the newest three: their documents written, the cursor
+        # at the third newest.
+        await conn.execute(
+            "INSERT INTO search_state (config, cursor_created_at, cursor_id) VALUES"
+            " ('simple', %s, %s)",
+            (events[2].created_at, bytes.fromhex(events[2].id)),
+        )
+        await conn.execute(
+            "UPDATE events SET search_doc = 'done'::tsvector WHERE id = ANY(%s)",
+            ([bytes.fromhex(e.id) for e in events[:3]],),
+        )
+        assert await ensure_search_documents(own_database, "simple") is True
+        docs = [await stored_document(conn, e.id) for e in events]
+    assert docs[:3] == ["'done'"] * 3  # not recomputed: before the cursor
+    assert docs[3:] == [f"'{n}':3 'note':1 'number':2" for n in (3, 4, 5)]
+
+
+async def test_old_matches_are_found_and_ranked_with_the_new(search_relay: RelayProcess) -> None:
+    """Candidates are the newest matches, however old: a week-old note ranks first."""
     signer = Signer()
     w = word()
     now = int(time.time())
-    old = signer.sign(1, f"{w} {w} from last week", created_at=now - RECENT_WINDOW * 7)
+    old = signer.sign(1, f"{w} {w} from last week", created_at=now - 7 * 86400)
     new = signer.sign(1, f"{w} today", created_at=now - 60)
     async with connect(search_relay.url) as client:
         for event in (old, new):
