@@ -49,6 +49,19 @@ def test_foreign_signature_fails(raw: dict[str, Any]) -> None:
     assert rejection is not None and rejection.text == "invalid: signature does not verify"
 
 
+def test_a_known_author_s_cached_key_still_checks_each_signature() -> None:
+    """The parsed key is kept per author; each event's own signature is still verified."""
+    author, other = Signer(), Signer()
+    first, second = author.sign(1, "first"), author.sign(1, "second")
+    assert verify(first) is None  # the author's key is now cached
+    forged = msgspec.structs.replace(second, sig=other.sign(1, "second").sig)
+    rejection = verify(forged)
+    assert rejection is not None and rejection.text == "invalid: signature does not verify"
+    swapped = msgspec.structs.replace(second, sig=first.sig)  # a valid sig of another id
+    assert verify(swapped) is not None
+    assert verify(second) is None
+
+
 def test_signer_matches_vector_key() -> None:
     assert public_key_of(EVENTS["secret_key"]) == EVENTS["pubkey"]
     event = Signer(EVENTS["secret_key"]).sign(1, "x", [["t", "a"]], created_at=5)
