@@ -121,8 +121,7 @@ def shapes(results: BenchResults) -> Lines:
         "",
         f"`relay-cluster up` chooses its shape from the cores: here {found.cores} cores -> "
         f"**{found.default.instances} x {found.default.workers}** "
-        "(cluster/services/shape.py: relay workers for half the cores, two instances from two "
-        "workers on). "
+        "(cluster/services/shape.py: one worker per core, two instances from two cores on). "
         f"Each shape below is a fresh cluster with nothing stored, EVENT → OK for "
         f"{found.duration_s:g} s per rate over {found.connections} connections through nginx.",
         "",

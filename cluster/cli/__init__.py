@@ -225,8 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.set_defaults(func=cmd_migrate)
 
     up = commands.add_parser("up", help="run a whole local cluster on this machine")
-    up.add_argument("--instances", type=int, help="default: 2 from 4 cores on, else 1")
-    up.add_argument("--workers", type=int, help="per instance; default: half the cores in all")
+    up.add_argument("--instances", type=int, help="default: 2 on two or more cores, else 1")
+    up.add_argument("--workers", type=int, help="per instance; default: one worker per core")
     up.add_argument("--port", type=int, default=8080)
     up.add_argument("--data-dir", default=".data", help="where embedded services keep data")
     up.add_argument(
