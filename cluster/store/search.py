@@ -153,6 +153,15 @@ async def _index_valid(conn: psycopg.AsyncConnection[Any]) -> bool | None:
     return bool(row[0]) if row else None
 
 
+async def _ready(conn: psycopg.AsyncConnection[Any], config: str) -> bool:
+    """Every stored event has its document in `config`, new ones get it, the index is valid."""
+    return (
+        await search_state(conn) == SearchState(config, True)
+        and await _trigger_config(conn) == config
+        and bool(await _index_valid(conn))
+    )
+
+
 Progress = Callable[[int, int], None]
 """Called after each backfill batch with (events examined in it, documents written so far)."""
 
@@ -219,13 +228,7 @@ async def ensure_search_documents(
     literal = _config_literal(config)  # a name unsafe in SQL is refused before any I/O
     async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
         await conn.execute("SELECT %s::regconfig", (config,))  # an unknown config fails here
-        state = await search_state(conn)
-        ready = (
-            state == SearchState(config, True)
-            and await _trigger_config(conn) == config
-            and await _index_valid(conn)
-        )
-        if ready and not recompute:
+        if await _ready(conn, config) and not recompute:
             return False
         # One builder at a time, cluster-wide (every worker of every instance may try at
         # start-up); the others return at once, the documents being built meanwhile.
@@ -233,6 +236,8 @@ async def ensure_search_documents(
         row = await cursor.fetchone()
         if not (row and row[0]):
             return False
+        if await _ready(conn, config) and not recompute:
+            return False  # finished by another worker between our check and the lock
         state = await search_state(conn)
         async with conn.transaction():
             # New events get their document from here on, so the backfill's end is the end.
