@@ -12,16 +12,17 @@ from cluster.config.types import Positive, Seconds
 
 class SearchSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     enabled: bool = False
-    """NIP-50 search. Its index is on the write path: every text note's commit updates it
-    (docs/PERFORMANCE-LOG.md: several times the latency of a commit without it at low rates),
-    so it is the operator's choice. On: the first worker to start builds the index in the
-    background (CONCURRENTLY; tens of seconds per million notes) and NIP-11 lists 50. Off:
-    `search` filters are refused `unsupported:`."""
+    """NIP-50 search. Its documents are on the write path: every text note's INSERT stores one
+    (~90 us more per note, docs/SEARCH-AND-COUNT.md), so it is the operator's choice. On: the
+    first worker to start gives stored events their documents and builds the index in the
+    background (about 1.5 minutes per million events here) and NIP-11 lists 50. Off: `search`
+    filters are refused `unsupported:`; `python -m cluster.store.search --off` stops writing
+    documents."""
     config: Annotated[str, Meta(pattern=r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?$")] = "simple"
     """PostgreSQL text search configuration of NIP-50 search (`simple`: no stemming, right
-    for notes in every language; `english`, `german`, ...: stemmed). The search index is built
-    for one: after changing this, rebuild it with `python -m cluster.store.search` (until then
-    searches are right but slow)."""
+    for notes in every language; `english`, `german`, ...: stemmed). The stored documents are in
+    one: after a change the relay recomputes them at start (`python -m cluster.store.search`
+    does it in the foreground); until it is through, a stemmed word may miss older events."""
 
 
 class NegentropySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
