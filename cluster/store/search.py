@@ -175,7 +175,7 @@ async def _backfill(
     cursor = await conn.execute("SELECT cursor_created_at, cursor_id FROM search_state")
     row = await cursor.fetchone()
     after: tuple[int, bytes] | None = (int(row[0]), bytes(row[1])) if row and row[0] else None
-    document = f"coalesce(to_tsvector({_config_literal(config)}, relay_search_text(raw)), '')"
+    document = f"relay_search_document({_config_literal(config)}, raw)"  # the trigger's too
     written = 0
     while True:
         if after is None:
@@ -225,7 +225,7 @@ async def ensure_search_documents(
     stopped midway leaves the next one the rest. Concurrent writers are not held up: the
     trigger is replaced in one short statement, batches lock BACKFILL_BATCH rows each, the
     index is built CONCURRENTLY."""
-    literal = _config_literal(config)  # a name unsafe in SQL is refused before any I/O
+    _config_literal(config)  # a name unsafe in SQL is refused before any I/O
     async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
         await conn.execute("SELECT %s::regconfig", (config,))  # an unknown config fails here
         if await _ready(conn, config) and not recompute:
@@ -244,7 +244,7 @@ async def ensure_search_documents(
             await conn.execute(
                 f"CREATE OR REPLACE TRIGGER {TRIGGER_NAME} BEFORE INSERT ON events"
                 f" FOR EACH ROW WHEN (NEW.{KINDS_SQL}) EXECUTE FUNCTION"
-                f" relay_search_doc({literal.split('::')[0]})".encode()
+                f" relay_search_doc('{config}')".encode()  # checked by _config_literal
             )
             if state is None or state.config != config or recompute:
                 await conn.execute(

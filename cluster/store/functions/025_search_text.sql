@@ -1,4 +1,4 @@
--- NIP-50: the text of an event that its stored search document is made of (026_search_doc.sql,
+-- NIP-50: the text of an event that its stored search document is made of (026_search_document.sql,
 -- cluster/store/search.py). `raw::json ->> 'content'` alone fails for a content holding U+0000
 -- (PostgreSQL text cannot), and a failing trigger makes the INSERT fail: an event whose JSON
 -- holds the escape `\u0000` anywhere has no searchable text (NULL) instead. A SQL function
